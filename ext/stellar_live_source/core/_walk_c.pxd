@@ -1,0 +1,14 @@
+from libc.stdint cimport uint8_t, uint32_t
+
+cdef struct WalkState:
+    int code        # an E_* code of xdrgen.plan, 0 while all is well
+    int tid         # the type being read when it failed (index in TYPE_NAMES)
+    Py_ssize_t offset
+    int depth
+    int max_depth
+
+ctypedef Py_ssize_t (*walk_fn)(const uint8_t*, Py_ssize_t, Py_ssize_t, WalkState*) noexcept nogil
+
+# For the indexer: the variable-length parts of a ledger header.
+cdef Py_ssize_t w_LedgerHeader(const uint8_t* b, Py_ssize_t p, Py_ssize_t n, WalkState* st) noexcept nogil
+cdef Py_ssize_t w_StellarValue(const uint8_t* b, Py_ssize_t p, Py_ssize_t n, WalkState* st) noexcept nogil

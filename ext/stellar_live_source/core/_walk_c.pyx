@@ -1,0 +1,166 @@
+"""Finds the exact byte span of every LedgerCloseMeta in a buffer, without
+building a Python object per XDR value.
+
+XDR has no length prefixes on structs and unions, so the only way to know where
+a ledger ends is to walk the whole grammar. The per-type walkers are generated
+(``_walk_gen.pxi``, by ``python -m stellar_live_source.xdrgen``); this file is
+the hand-written driver around them: batches, error reports, and the
+hash-chain fallback for union arms newer than the grammar. Its pure-Python twin
+is ``stellar_live_source.core._walk_py``.
+"""
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+
+from hashlib import sha256
+
+from stellar_live_source.core.errors import E_UNKNOWN_ARM, WALK_ERRORS, XdrError
+
+from stellar_live_source.core._xdr cimport rd32, zeros
+
+
+cdef inline Py_ssize_t fail(WalkState* st, int code, int tid, Py_ssize_t off) noexcept nogil:
+    st.code = code
+    st.tid = tid
+    st.offset = off
+    return -1
+
+
+include "_walk_gen.pxi"
+
+DEFAULT_MAX_DEPTH = 512
+_TYPE_IDS = {name: i for i, name in enumerate(TYPE_NAMES)}
+cdef int LCM = _TYPE_IDS["LedgerCloseMeta"]
+cdef int BATCH = _TYPE_IDS["LedgerCloseMetaBatch"]
+# Offsets inside a v1/v2 LedgerCloseMeta: arm (4), ext (4), hash (32), then the
+# header, whose ledgerVersion (4) precedes previousLedgerHash.
+cdef enum:
+    HASH_AT = 8
+    PREV_AT = 44
+
+
+cdef object _error(WalkState* st, object ledger):
+    return XdrError(WALK_ERRORS[st.code], st.offset, TYPE_NAMES[st.tid], ledger)
+
+
+cdef class _View:
+    """A read-only byte view of any buffer, released when dropped."""
+    cdef Py_buffer view
+    cdef const uint8_t* b
+    cdef Py_ssize_t n
+
+    def __cinit__(self, obj):
+        PyObject_GetBuffer(obj, &self.view, PyBUF_SIMPLE)
+        self.b = <const uint8_t*>self.view.buf
+        self.n = self.view.len
+
+    def __dealloc__(self):
+        PyBuffer_Release(&self.view)
+
+
+cdef bint _header_hash_ok(_View v, Py_ssize_t start, object expect):
+    """Does the LedgerHeader at ``start`` hash to ``expect``?"""
+    cdef WalkState st
+    st.code = 0
+    st.depth = 0
+    st.max_depth = 8
+    cdef Py_ssize_t end = w_LedgerHeader(v.b, start, v.n, &st)
+    if end < 0:
+        return False
+    return sha256(memoryview(v.view.obj)[start:end]).digest() == expect
+
+
+cdef Py_ssize_t _delimit_by_hash(_View v, Py_ssize_t p, Py_ssize_t n, bint last) except -2:
+    """The end of the ledger at ``p`` found through the hash chain, or -1.
+
+    Assumes the v1/v2 prefix; the ledger is accepted only when its header
+    hashes to its hash, and it ends where the next ledger's header names that
+    hash as previousLedgerHash (and hashes right itself).
+    """
+    if n - p < HASH_AT + 32 + 36 or rd32(v.b + p + 4) != 0:
+        return -1
+    own = bytes(v.b[p + HASH_AT:p + HASH_AT + 32])
+    if not _header_hash_ok(v, p + HASH_AT + 32, own):
+        return -1
+    if last:
+        return n
+    # The next ledger starts PREV_AT bytes before the copy of our hash in its header.
+    cdef Py_ssize_t base = p + PREV_AT + 32, s
+    rest = bytes(v.b[base:n])
+    q = rest.find(own)
+    while q >= 0:
+        s = base + q - PREV_AT
+        if s + HASH_AT + 32 <= n and _header_hash_ok(v, s + HASH_AT + 32, bytes(v.b[s + HASH_AT:s + HASH_AT + 32])):
+            return s
+        q = rest.find(own, q + 1)
+    return -1
+
+
+cdef list _split(_View v, Py_ssize_t p, Py_ssize_t n, Py_ssize_t count, int max_depth, bint fallback, Py_ssize_t first):
+    """Spans of ``count`` consecutive ledgers from ``p`` that must end at ``n``."""
+    cdef WalkState st
+    cdef Py_ssize_t i, q
+    spans = []
+    for i in range(count):
+        st.code = 0
+        st.depth = 0
+        st.max_depth = max_depth
+        with nogil:
+            q = w_LedgerCloseMeta(v.b, p, n, &st)
+        flagged = False
+        if q < 0:
+            if not (fallback and st.code == E_UNKNOWN_ARM):
+                raise _error(&st, first + i)
+            q = _delimit_by_hash(v, p, n, i == count - 1)
+            if q < 0:
+                raise _error(&st, first + i)
+            flagged = True
+        spans.append((p, q - p, flagged))
+        p = q
+    if p != n:
+        raise XdrError(f"{n - p} bytes after the last ledger", p, "LedgerCloseMeta", None)
+    return spans
+
+
+def split_batch(buf, int max_depth=DEFAULT_MAX_DEPTH, bint fallback=False):
+    """Split a decompressed LedgerCloseMetaBatch.
+
+    Returns ``(start_sequence, end_sequence, spans)``; ``spans`` holds one
+    ``(offset, length, fallback)`` per ledger, ``fallback`` true where the
+    hash chain (not the grammar) delimited it.
+    """
+    cdef _View v = _View(buf)
+    if v.n < 12:
+        raise XdrError("input ends before the value does", 0, "LedgerCloseMetaBatch", None)
+    start = rd32(v.b)
+    end = rd32(v.b + 4)
+    cdef uint32_t count = rd32(v.b + 8)
+    if <uint64_t>count * 4 > <uint64_t>(v.n - 12):
+        raise XdrError("input ends before the value does", 8, "LedgerCloseMetaBatch", None)
+    return start, end, _split(v, 12, v.n, count, max_depth, fallback, 0)
+
+
+def split_ledgers(buf, Py_ssize_t offset=0, Py_ssize_t end=-1, Py_ssize_t count=1,
+                  int max_depth=DEFAULT_MAX_DEPTH, bint fallback=False, Py_ssize_t first=0):
+    """Spans of ``count`` LedgerCloseMetas laid end to end in ``buf[offset:end]``."""
+    cdef _View v = _View(buf)
+    if end < 0:
+        end = v.n
+    if not 0 <= offset <= end <= v.n:
+        raise ValueError(f"bad range {offset}..{end} of a {v.n}-byte buffer")
+    return _split(v, offset, end, count, max_depth, fallback, first)
+
+
+def walk_type(str name, buf, int max_depth=DEFAULT_MAX_DEPTH):
+    """Where one value of the XDR type ``name`` starting at byte 0 ends."""
+    cdef int tid = _TYPE_IDS[name]
+    cdef _View v = _View(buf)
+    cdef WalkState st
+    st.code = 0
+    st.depth = 0
+    st.max_depth = max_depth
+    cdef Py_ssize_t q = WALKERS[tid](v.b, 0, v.n, &st)
+    if q < 0:
+        raise _error(&st, None)
+    return q
