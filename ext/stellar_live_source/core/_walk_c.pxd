@@ -9,6 +9,7 @@ cdef struct WalkState:
 
 ctypedef Py_ssize_t (*walk_fn)(const uint8_t*, Py_ssize_t, Py_ssize_t, WalkState*) noexcept nogil
 
-# For the indexer: the variable-length parts of a ledger header.
+# For the indexer: the variable-length parts before and inside a ledger header.
+cdef Py_ssize_t w_LedgerCloseMetaExt(const uint8_t* b, Py_ssize_t p, Py_ssize_t n, WalkState* st) noexcept nogil
 cdef Py_ssize_t w_LedgerHeader(const uint8_t* b, Py_ssize_t p, Py_ssize_t n, WalkState* st) noexcept nogil
 cdef Py_ssize_t w_StellarValue(const uint8_t* b, Py_ssize_t p, Py_ssize_t n, WalkState* st) noexcept nogil

@@ -35,9 +35,10 @@ cdef int LCM = _TYPE_IDS["LedgerCloseMeta"]
 cdef int BATCH = _TYPE_IDS["LedgerCloseMetaBatch"]
 # Offsets inside a v1/v2 LedgerCloseMeta: arm (4), ext (4), hash (32), then the
 # header, whose ledgerVersion (4) precedes previousLedgerHash.
+# A v1/v2 LedgerCloseMeta starts: arm (4), ext (LedgerCloseMetaExt, 4 or
+# more), hash (32), then the header: ledgerVersion (4), previousLedgerHash.
 cdef enum:
-    HASH_AT = 8
-    PREV_AT = 44
+    MAX_EXT = 64  # the largest ext the fallback looks for when it meets an unknown arm
 
 
 cdef object _error(WalkState* st, object ledger):
@@ -59,16 +60,21 @@ cdef class _View:
         PyBuffer_Release(&self.view)
 
 
-cdef bint _header_hash_ok(_View v, Py_ssize_t start, object expect):
-    """Does the LedgerHeader at ``start`` hash to ``expect``?"""
+cdef Py_ssize_t _hashed_header(_View v, Py_ssize_t p, Py_ssize_t n):
+    """With a v1/v2 prefix at ``p``: where its hash starts, if the header
+    that follows hashes to it; else -1."""
     cdef WalkState st
     st.code = 0
     st.depth = 0
     st.max_depth = 8
-    cdef Py_ssize_t end = w_LedgerHeader(v.b, start, v.n, &st)
+    cdef Py_ssize_t h = w_LedgerCloseMetaExt(v.b, p + 4, n, &st)
+    if h < 0 or n - h < 32:
+        return -1
+    cdef Py_ssize_t end = w_LedgerHeader(v.b, h + 32, n, &st)
     if end < 0:
-        return False
-    return sha256(memoryview(v.view.obj)[start:end]).digest() == expect
+        return -1
+    data = memoryview(v.view.obj)
+    return h if sha256(data[h + 32:end]).digest() == data[h:h + 32] else -1
 
 
 cdef Py_ssize_t _delimit_by_hash(_View v, Py_ssize_t p, Py_ssize_t n, bint last) except -2:
@@ -78,22 +84,24 @@ cdef Py_ssize_t _delimit_by_hash(_View v, Py_ssize_t p, Py_ssize_t n, bint last)
     hashes to its hash, and it ends where the next ledger's header names that
     hash as previousLedgerHash (and hashes right itself).
     """
-    if n - p < HASH_AT + 32 + 36 or rd32(v.b + p + 4) != 0:
+    if n - p < 8:
         return -1
-    own = bytes(v.b[p + HASH_AT:p + HASH_AT + 32])
-    if not _header_hash_ok(v, p + HASH_AT + 32, own):
+    cdef Py_ssize_t h = _hashed_header(v, p, n)
+    if h < 0:
         return -1
     if last:
         return n
-    # The next ledger starts PREV_AT bytes before the copy of our hash in its header.
-    cdef Py_ssize_t base = p + PREV_AT + 32, s
+    own = bytes(v.b[h:h + 32])
+    cdef Py_ssize_t base = h + 32 + 36, q, s, k
     rest = bytes(v.b[base:n])
-    q = rest.find(own)
-    while q >= 0:
-        s = base + q - PREV_AT
-        if s + HASH_AT + 32 <= n and _header_hash_ok(v, s + HASH_AT + 32, bytes(v.b[s + HASH_AT:s + HASH_AT + 32])):
-            return s
-        q = rest.find(own, q + 1)
+    found = rest.find(own)
+    while found >= 0:
+        q = base + found  # a candidate previousLedgerHash of the next ledger
+        for k in range(4, MAX_EXT + 4, 4):  # its ext's size is not known yet
+            s = q - 4 - 32 - k - 4
+            if s > h and _hashed_header(v, s, n) == s + 4 + k:
+                return s
+        found = rest.find(own, found + 1)
     return -1
 
 

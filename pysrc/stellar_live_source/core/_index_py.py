@@ -1,0 +1,53 @@
+"""Pure-Python twin of ``_index_c``: per-ledger facts read in place."""
+
+from __future__ import annotations
+
+import struct
+from hashlib import sha256
+
+from . import _walk_gen_py as gen
+from ._walk_py import _State
+from .errors import WALK_ERRORS, XdrError
+
+_TRUNC = "input ends before the value does"
+_u32 = struct.Struct(">I").unpack_from
+
+
+def _locate(b, off: int, length: int, ledger):
+    n = off + length
+    if off < 0 or length < 0 or n > len(b):
+        raise ValueError(f"span {off}+{length} outside a {len(b)}-byte buffer")
+    if length < 8:
+        raise XdrError(_TRUNC, off, "LedgerCloseMeta", ledger)
+    v = _u32(b, off)[0]
+    hash_at = off + 4
+    if v != 0:  # v0 has no ext; later arms (known or not) keep v1's prefix
+        try:
+            hash_at = gen.w_LedgerCloseMetaExt(b, off + 4, n, _State(8))
+        except gen.WalkFailure as f:
+            raise XdrError(WALK_ERRORS[f.code], f.offset, "LedgerCloseMetaExt", ledger) from None
+    h = hash_at + 32
+    if n - h < 36:
+        raise XdrError(_TRUNC, h, "LedgerHeader", ledger)
+    for name, fn, start in (("StellarValue", gen.w_StellarValue, h + 36), ("LedgerHeader", gen.w_LedgerHeader, h)):
+        try:
+            end = fn(b, start, n, _State(8))
+        except gen.WalkFailure as f:
+            raise XdrError(WALK_ERRORS[f.code], f.offset, name, ledger) from None
+        if name == "StellarValue":
+            sv_end = end
+    return v, hash_at, h, end, sv_end + 64
+
+
+def header_span(buf, offset: int, length: int):
+    return _locate(memoryview(buf).cast("B"), offset, length, None)
+
+
+def index_ledgers(buf, spans, first: int = 0):
+    b = memoryview(buf).cast("B")
+    out = []
+    for i, span in enumerate(spans, first):
+        v, hash_at, h, he, seq_at = _locate(b, span[0], span[1], i)
+        own = bytes(b[hash_at:hash_at + 32])
+        out.append((_u32(b, seq_at)[0], v, _u32(b, h)[0], own, bytes(b[h + 4:h + 36]), sha256(b[h:he]).digest() == own))
+    return out

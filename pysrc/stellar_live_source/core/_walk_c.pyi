@@ -1,0 +1,20 @@
+from collections.abc import Buffer
+
+DEFAULT_MAX_DEPTH: int
+TYPE_NAMES: tuple[str, ...]
+SDK_CLASSES: tuple[str, ...]
+RECURSIVE: tuple[int, ...]
+
+Span = tuple[int, int, bool]  # offset, length, delimited by the hash-chain fallback
+
+def split_batch(buf: Buffer, max_depth: int = ..., fallback: bool = ...) -> tuple[int, int, list[Span]]: ...
+def split_ledgers(
+    buf: Buffer,
+    offset: int = ...,
+    end: int = ...,
+    count: int = ...,
+    max_depth: int = ...,
+    fallback: bool = ...,
+    first: int = ...,
+) -> list[Span]: ...
+def walk_type(name: str, buf: Buffer, max_depth: int = ...) -> int: ...
