@@ -1,0 +1,46 @@
+# The two commands of a fresh machine: `make run` and `make test`.
+# Each creates the virtual environment it needs in .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
+
+.PHONY: run test bench generate sample-lake fuzz clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Editable install with the compiled core; rebuilt when a Cython source changes.
+$(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# The main job on the embedded default: the sample lake shipped in the package.
+run: $(VENV)/.installed
+	$(BIN)/stellar-live-source inspect
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m pytest benchmarks -q --benchmark-only -s
+
+# Regenerate the XDR walkers after bumping the stellar-sdk pin.
+generate: $(VENV)/.installed
+	$(BIN)/python -m stellar_live_source.xdrgen
+
+# Rebuild the embedded sample lake (deterministic).
+sample-lake: $(VENV)/.installed
+	rm -rf pysrc/stellar_live_source/sample_lake
+	$(BIN)/stellar-live-source pack pysrc/stellar_live_source/sample_lake --synthetic 24 --seed 1
+
+fuzz: $(VENV)/.installed
+	$(BIN)/python -m pip install -q atheris
+	$(BIN)/python tests/fuzz/fuzz_walk.py -max_total_time=$${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf build dist $(VENV) pysrc/*.egg-info
+	find pysrc -name '*.so' -delete
+	find ext/stellar_live_source -name '*.c' -delete
