@@ -9,11 +9,14 @@ import struct
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stellar_live_source.core import decode
 from stellar_live_source.core.errors import CoreError, HashError, XdrError, ZstdError
 
 from .conftest import LEDGERS, needs_testdata
+from .fuzz.agree import assert_twins_agree
 
 pytestmark = needs_testdata
 
@@ -153,3 +156,20 @@ def test_inspect_reports_garbage_with_file_and_offset(tmp_path, capsys):
 
 def test_every_error_is_a_core_error():
     assert issubclass(XdrError, CoreError) and issubclass(ZstdError, CoreError) and issubclass(HashError, CoreError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=600), mode=st.integers(0, 2), fallback=st.booleans())
+def test_random_bytes_never_crash_and_the_twins_agree(body, mode, fallback):
+    """The fuzz harness's check (tests/fuzz/fuzz_walk.py), run briefly on every test run."""
+    assert_twins_agree(mode, fallback, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_mutated_real_ledgers_get_the_same_verdict_from_both_twins(data):
+    body = bytearray(SMALL.read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    assert_twins_agree(1, data.draw(st.booleans()), bytes(body))

@@ -9,6 +9,7 @@ LedgerHeader: ledgerVersion (4), previousLedgerHash (32), StellarValue
 """
 
 from libc.stdint cimport uint8_t, uint32_t
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from hashlib import sha256
 
 from stellar_live_source.core._walk_c cimport WalkState, w_LedgerCloseMetaExt, w_LedgerHeader, w_StellarValue
@@ -57,13 +58,14 @@ def header_span(buf, Py_ssize_t offset, Py_ssize_t length):
 def index_ledgers(buf, spans, Py_ssize_t first=0):
     """One ``(seq, lcm_v, protocol, hash, prev, hash_ok)`` per ``(offset, length, ...)`` span."""
     cdef const uint8_t[::1] b = buf
+    cdef const char* c = <const char*>&b[0] if b.shape[0] else NULL
     cdef Py_ssize_t i = first, hash_at, h, he, seq_at
     mv = memoryview(buf)
     out = []
     for span in spans:
         v, hash_at, h, he, seq_at = _locate(b, span[0], span[1], i)
-        own = bytes(b[hash_at:hash_at + 32])
-        out.append((rd32(&b[seq_at]), v, rd32(&b[h]), own, bytes(b[h + 4:h + 36]),
+        own = PyBytes_FromStringAndSize(c + hash_at, 32)
+        out.append((rd32(&b[seq_at]), v, rd32(&b[h]), own, PyBytes_FromStringAndSize(c + h + 4, 32),
                     sha256(mv[h:he]).digest() == own))
         i += 1
     return out

@@ -1,0 +1,30 @@
+"""What one input does to a walker twin, and the check that both twins agree."""
+
+from __future__ import annotations
+
+from stellar_live_source.core import _index_c, _index_py, _walk_c, _walk_py
+from stellar_live_source.core.errors import CoreError, XdrError
+
+
+def outcome(walk, index, mode: int, fallback: bool, body: bytes):
+    """Spans and facts, or the error (reason, offset, type, ledger)."""
+    try:
+        if mode == 0:
+            spans = walk.split_batch(body, fallback=fallback)[2]
+        elif mode == 1:
+            spans = walk.split_ledgers(body, fallback=fallback)
+        else:
+            return walk.walk_type("SCVal", body)
+        for off, length, _ in spans:
+            assert 0 <= off and off + length <= len(body)
+        return spans, index.index_ledgers(body, spans)
+    except XdrError as exc:
+        return ("error", exc.reason, exc.offset, exc.type_name, exc.ledger)
+    except CoreError as exc:
+        return ("error", str(exc))
+
+
+def assert_twins_agree(mode: int, fallback: bool, body: bytes) -> None:
+    pure = outcome(_walk_py, _index_py, mode, fallback, body)
+    compiled = outcome(_walk_c, _index_c, mode, fallback, body)
+    assert pure == compiled, (pure, compiled)
