@@ -34,7 +34,7 @@ generate: $(VENV)/.installed
 # Rebuild the embedded sample lake (deterministic).
 sample-lake: $(VENV)/.installed
 	rm -rf pysrc/stellar_live_source/sample_lake
-	$(BIN)/stellar-live-source pack pysrc/stellar_live_source/sample_lake --synthetic 24 --seed 1
+	$(BIN)/stellar-live-source pack pysrc/stellar_live_source/sample_lake --synthetic 12 --seed 1 --ledgers-per-file 4 --files-per-partition 8
 
 fuzz: $(VENV)/.installed
 	$(BIN)/python -m pip install -q atheris

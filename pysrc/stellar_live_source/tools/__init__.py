@@ -1,0 +1,1 @@
+"""Developer tools: sample-data generation for the datalake."""
