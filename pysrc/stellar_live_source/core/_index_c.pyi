@@ -1,4 +1,6 @@
-from collections.abc import Buffer, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+
+from typing_extensions import Buffer
 
 # seq, lcm_v, protocol, hash, prev, hash_ok
 LedgerFacts = tuple[int, int, int, bytes, bytes, bool]

@@ -1,4 +1,4 @@
-from collections.abc import Buffer
+from typing_extensions import Buffer
 
 DEFAULT_MAX_DEPTH: int
 TYPE_NAMES: tuple[str, ...]
