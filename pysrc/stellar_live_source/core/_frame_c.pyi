@@ -1,6 +1,8 @@
 """RawLedger protobuf framing (compiled); see ``_frame_py`` for the pure twin."""
 
-from collections.abc import Buffer, Sequence
+from collections.abc import Sequence
+
+from typing_extensions import Buffer
 
 def raw_ledger_frame(sequence: int, buf: Buffer, offset: int, length: int) -> bytes: ...
 def raw_ledger_frames(
