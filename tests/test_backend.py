@@ -1,0 +1,61 @@
+"""Which twin is loaded: compiled by default on CPython, never a silent
+fallback; the pure twins when STELLAR_LIVE_SOURCE_NO_EXTENSIONS=1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stellar_live_source import core
+
+from .conftest import compiled_expected
+
+MODULES = ["zstd", "walk", "index", "keys", "frame"]
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k != "STELLAR_LIVE_SOURCE_NO_EXTENSIONS"} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=60)
+
+
+def test_every_selector_loaded_the_compiled_module():
+    import importlib
+
+    if not compiled_expected():
+        pytest.skip("STELLAR_LIVE_SOURCE_NO_EXTENSIONS is set")
+    assert core.BACKEND == "cython"
+    for name in MODULES:
+        impl = importlib.import_module(f"stellar_live_source.core.{name}")._impl
+        assert impl.__name__ == f"stellar_live_source.core._{name}_c"
+        assert impl.__file__.endswith((".so", ".pyd")), impl.__file__
+
+
+def test_the_environment_variable_forces_the_pure_twins():
+    code = (
+        "import importlib, stellar_live_source.core as c; print(c.BACKEND); "
+        f"print(*[importlib.import_module('stellar_live_source.core.' + m)._impl.__name__ for m in {MODULES!r}])"
+    )
+    out = _run(code, STELLAR_LIVE_SOURCE_NO_EXTENSIONS="1")
+    assert out.returncode == 0, out.stderr
+    backend, modules = out.stdout.splitlines()
+    assert backend == "python"
+    assert modules.split() == [f"stellar_live_source.core._{m}_py" for m in MODULES]
+
+
+def test_a_missing_extension_is_an_error_not_a_fallback():
+    code = (
+        "import sys; sys.modules['stellar_live_source.core._walk_c'] = None\n"
+        "import stellar_live_source.core.walk"
+    )
+    out = _run(code)
+    assert out.returncode != 0
+    assert "the compiled core module stellar_live_source.core._walk_c is missing" in out.stderr
+    assert "STELLAR_LIVE_SOURCE_NO_EXTENSIONS=1" in out.stderr
+
+
+def test_the_command_reports_its_backend():
+    out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and f"core: {core.BACKEND}" in out.stdout
