@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
 
-.PHONY: run test bench generate sample-lake fuzz clean
+.PHONY: run test test-debug bench generate sample-lake fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The suite again against a build with the core's debug-only invariant checks
+# (installed, not editable, into its own environment so the two builds never mix).
+test-debug:
+	test -x .venv-debug/bin/python || $(PYTHON) -m venv .venv-debug
+	.venv-debug/bin/python -m pip install -q '.[test]'
+	STELLAR_LIVE_SOURCE_DEBUG=1 .venv-debug/bin/python -m pip install -q --force-reinstall --no-deps .
+	STELLAR_LIVE_SOURCE_EXPECT_DEBUG=1 .venv-debug/bin/python -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only -s
@@ -41,6 +49,6 @@ fuzz: $(VENV)/.installed
 	$(BIN)/python tests/fuzz/fuzz_walk.py -max_total_time=$${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf build dist $(VENV) pysrc/*.egg-info
+	rm -rf build dist $(VENV) .venv-debug pysrc/*.egg-info
 	find pysrc -name '*.so' -delete
 	find ext/stellar_live_source -name '*.c' -delete

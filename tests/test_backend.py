@@ -59,3 +59,10 @@ def test_a_missing_extension_is_an_error_not_a_fallback():
 def test_the_command_reports_its_backend():
     out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and f"core: {core.BACKEND}" in out.stdout
+
+
+def test_debug_builds_are_what_they_say():
+    """`make test-debug` runs the suite on a build with the invariant checks."""
+    from stellar_live_source.core import _walk_c
+
+    assert _walk_c.DEBUG == (os.environ.get("STELLAR_LIVE_SOURCE_EXPECT_DEBUG") == "1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
@@ -15,19 +16,28 @@ from stellar_live_source.xdrgen import __main__ as xdrgen  # noqa: E402
 from stellar_live_source.xdrgen.grammar import load_stellar_sdk  # noqa: E402
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def test_regenerating_changes_nothing():
-    for path, text in xdrgen.generate().items():
-        assert path.read_text() == text, f"{path} is stale: run `python -m stellar_live_source.xdrgen`"
+    generated = xdrgen.generate(ROOT)
+    assert len(generated) == 2
+    for path, text in generated.items():
+        assert path.read_text() == text, f"{path} is stale: run `make generate`"
 
 
-def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch, capsys):
-    stale = tmp_path / "walk.pxi"
+def test_check_mode_reports_a_stale_file_and_writes_nothing(tmp_path, capsys):
+    for rel in xdrgen.TARGETS.values():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    assert xdrgen.main(["--check", "--root", str(tmp_path)]) == 0
+    stale = tmp_path / xdrgen.TARGETS["cython"]
     stale.write_text("# edited by hand\n")
-    monkeypatch.setitem(xdrgen.TARGETS, "cython", stale)
-    monkeypatch.setattr(xdrgen, "ROOT", tmp_path)
-    assert xdrgen.main(["--check"]) == 1
-    assert "stale" in capsys.readouterr().err
+    assert xdrgen.main(["--check", "--root", str(tmp_path)]) == 1
+    assert "stale: ext/stellar_live_source/core/_walk_gen.pxi" in capsys.readouterr().err
     assert stale.read_text() == "# edited by hand\n"
+    assert xdrgen.main(["--root", str(tmp_path)]) == 0
+    assert stale.read_text() == (ROOT / xdrgen.TARGETS["cython"]).read_text()
 
 
 def _sdk_reachable(root: str) -> set[str]:

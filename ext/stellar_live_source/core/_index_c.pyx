@@ -13,7 +13,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from hashlib import sha256
 
 from stellar_live_source.core._walk_c cimport WalkState, w_LedgerCloseMetaExt, w_LedgerHeader, w_StellarValue
-from stellar_live_source.core._xdr cimport rd32
+from stellar_live_source.core._xdr cimport invariant, rd32
 from stellar_live_source.core.errors import WALK_ERRORS, XdrError
 
 _TRUNC = "input ends before the value does"
@@ -46,6 +46,8 @@ cdef tuple _locate(const uint8_t[::1] b, Py_ssize_t off, Py_ssize_t length, obje
     cdef Py_ssize_t he = w_LedgerHeader(&b[0], h, n, &st)
     if he < 0:
         raise XdrError(WALK_ERRORS[st.code], st.offset, "LedgerHeader", ledger)
+    # The header walk passed, so ledgerSeq (after the StellarValue and two hashes) is inside it.
+    invariant(off < hash_at and hash_at + 32 == h and h + 36 <= sv_end and sv_end + 68 <= he and he <= n)
     return v, hash_at, h, he, sv_end + 64
 
 

@@ -17,7 +17,7 @@ from hashlib import sha256
 
 from stellar_live_source.core.errors import E_UNKNOWN_ARM, WALK_ERRORS, XdrError
 
-from stellar_live_source.core._xdr cimport rd32, zeros
+from stellar_live_source.core._xdr cimport DEBUG_BUILD, invariant, rd32, zeros
 
 
 cdef inline Py_ssize_t fail(WalkState* st, int code, int tid, Py_ssize_t off) noexcept nogil:
@@ -30,6 +30,8 @@ cdef inline Py_ssize_t fail(WalkState* st, int code, int tid, Py_ssize_t off) no
 include "_walk_gen.pxi"
 
 DEFAULT_MAX_DEPTH = 512
+#: True in builds with the debug-only invariant checks (STELLAR_LIVE_SOURCE_DEBUG=1)
+DEBUG = bool(DEBUG_BUILD)
 _TYPE_IDS = {name: i for i, name in enumerate(TYPE_NAMES)}
 cdef int LCM = _TYPE_IDS["LedgerCloseMeta"]
 cdef int BATCH = _TYPE_IDS["LedgerCloseMetaBatch"]
@@ -116,6 +118,8 @@ cdef list _split(_View v, Py_ssize_t p, Py_ssize_t n, Py_ssize_t count, int max_
         st.max_depth = max_depth
         with nogil:
             q = w_LedgerCloseMeta(v.b, p, n, &st)
+        # A walk either fails with its state filled, or moves forward within bounds.
+        invariant((q < 0 and st.code != 0) or (q > p and q <= n and st.code == 0 and st.depth == 0))
         flagged = False
         if q < 0:
             if not (fallback and st.code == E_UNKNOWN_ARM):
@@ -124,6 +128,7 @@ cdef list _split(_View v, Py_ssize_t p, Py_ssize_t n, Py_ssize_t count, int max_
             if q < 0:
                 raise _error(&st, first + i)
             flagged = True
+            invariant(q > p and q <= n)
         spans.append((p, q - p, flagged))
         p = q
     if p != n:
@@ -169,6 +174,7 @@ def walk_type(str name, buf, int max_depth=DEFAULT_MAX_DEPTH):
     st.depth = 0
     st.max_depth = max_depth
     cdef Py_ssize_t q = WALKERS[tid](v.b, 0, v.n, &st)
+    invariant((q < 0 and st.code != 0) or (0 < q <= v.n and st.depth == 0))
     if q < 0:
         raise _error(&st, None)
     return q

@@ -18,6 +18,24 @@ static inline uint32_t sls_rd32(const uint8_t *b) {
 #endif
 }
 
+/* Debug-only invariant checks (build with STELLAR_LIVE_SOURCE_DEBUG=1). */
+#ifdef SLS_CORE_DEBUG
+#include <stdio.h>
+#include <stdlib.h>
+#define SLS_DEBUG_BUILD 1
+#define SLS_INVARIANT(cond)                                                              \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "stellar_live_source core invariant failed: %s (%s:%d)\n", \
+                    #cond, __FILE__, __LINE__);                                          \
+            abort();                                                                     \
+        }                                                                                \
+    } while (0)
+#else
+#define SLS_DEBUG_BUILD 0
+#define SLS_INVARIANT(cond) ((void)0)
+#endif
+
 static inline int sls_zeros(const uint8_t *b, Py_ssize_t n) {
     while (n-- > 0)
         if (*b++) return 0;
