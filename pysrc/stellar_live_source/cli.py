@@ -1,12 +1,16 @@
-"""The ``stellar-live-source`` command: the service's admin processes.
+"""The ``stellar-live-source`` command: the service and its admin processes.
 
-``inspect`` reads ledgers with the compiled core (never stellar-sdk's decoder);
-``pack`` writes lakes for tests, benchmarks and the embedded sample.
+``serve`` runs the gRPC service; ``stream`` is a client; ``latest``/``oldest``
+ask the lake; ``config validate`` checks a configuration; ``inspect`` reads
+ledgers with the compiled core (never stellar-sdk's decoder); ``pack`` writes
+lakes for tests, benchmarks and the embedded sample.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -73,6 +77,109 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):
+    """The configuration (CONFIG_FILE or --config, then the environment), or exit 2 listing every problem."""
+    from .ops.config import ConfigError, load
+
+    try:
+        config = load(config_file=args.config)
+    except ConfigError as exc:
+        print(f"stellar-live-source: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if config.storage.type == "FS" and not config.storage.bucket_name:
+        # No lake configured at all: serve the sample lake the package ships.
+        config = dataclasses.replace(config, storage=dataclasses.replace(config.storage, bucket_name=str(SAMPLE_LAKE)))
+    return config
+
+
+def _logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.app import App
+
+    config = _config(args)
+    _logging(config.monitoring.log_level)
+    try:
+        asyncio.run(App(config).run())
+    except Exception as exc:  # start-up failures: one clear line, non-zero exit
+        from .lake.lake import LakeError
+        from .lake.storage import StorageConfigError
+
+        if isinstance(exc, (LakeError, StorageConfigError, OSError)):
+            print(f"stellar-live-source serve: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .ops.config import main_validate
+
+    return main_validate(config_file=args.config)
+
+
+async def _lake_end(args: argparse.Namespace, which: str) -> int | None:
+    from .lake.lake import Lake, LakeSettings
+    from .lake.storage import open_storage
+
+    st = _config(args).storage
+    storage = open_storage(st.type, bucket=st.bucket_name, prefix=st.path, region=st.region or None,
+                           endpoint=st.endpoint or None, force_path_style=st.force_path_style,
+                           timeout=st.timeout, pool_size=4)
+    lake = await Lake.open(storage, LakeSettings(retry_attempts=st.retry_attempts, retry_backoff=st.retry_backoff))
+    try:
+        return await (lake.newest() if which == "latest" else lake.oldest())
+    finally:
+        await lake.close()
+
+
+def cmd_lake_end(args: argparse.Namespace) -> int:
+    seq = asyncio.run(_lake_end(args, args.command))
+    if seq is None:
+        print("stellar-live-source: the lake holds no ledgers", file=sys.stderr)
+        return 1
+    print(seq)
+    return 0
+
+
+async def _stream(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    async with Client(args.server) as client:
+        async for seq, xdr in client.stream(args.start, args.end):
+            if out:
+                (out / f"{seq}.xdr").write_bytes(xdr)
+            else:
+                print(f"{seq} {len(xdr)} {decode_hash(xdr)}", flush=True)
+    return 0
+
+
+def decode_hash(xdr: bytes) -> str:
+    """The ledger's header hash, read by the compiled indexer."""
+    from .core.index import index_ledgers
+
+    return index_ledgers(xdr, [(0, len(xdr), False)])[0][3].hex()
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import grpc
+
+    try:
+        return asyncio.run(_stream(args))
+    except grpc.aio.AioRpcError as exc:
+        print(f"stellar-live-source stream: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_pack(args: argparse.Namespace) -> int:
     from .tools import pack
 
@@ -106,6 +213,28 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="stellar-live-source", description="Stellar ledgers out of a datalake.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__} (core: {BACKEND})")
     sub = ap.add_subparsers(dest="command", required=True)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", metavar="FILE", help="YAML configuration (default: $CONFIG_FILE); "
+                        "environment variables override it")
+
+    p = sub.add_parser("serve", parents=[config], help="run the gRPC service (default: the embedded sample lake)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("config", help="configuration commands")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    v = csub.add_parser("validate", parents=[config], help="check a configuration without starting anything")
+    v.set_defaults(func=cmd_config)
+
+    for name, what in (("latest", "newest"), ("oldest", "oldest")):
+        p = sub.add_parser(name, parents=[config], help=f"print the lake's {what} ledger")
+        p.set_defaults(func=cmd_lake_end)
+
+    p = sub.add_parser("stream", help="stream ledgers from a server; resumes by itself after UNAVAILABLE")
+    p.add_argument("--server", default="localhost:50052", help="host:port of the service")
+    p.add_argument("--from", dest="start", type=int, required=True, metavar="N", help="first ledger")
+    p.add_argument("--to", dest="end", type=int, default=0, metavar="M", help="last ledger (default: follow the tip)")
+    p.add_argument("--out", metavar="DIR", help="write each ledger's XDR to DIR/SEQ.xdr instead of printing")
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("inspect", help="print one line per ledger of datalake objects, raw ledgers or XDR streams")
     p.add_argument("paths", nargs="*", help="files or lake folders (default: the embedded sample lake)")

@@ -1,0 +1,264 @@
+"""One datalake: its layout, its objects (fetched with retries, decoded off the
+event loop, shared through one cache), its oldest and newest ledgers, and
+one tip watcher that every waiting stream shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..core import decode
+from ..core.errors import CoreError
+from ..core.frame import raw_ledger_frames
+from ..core.keys import EXTENSIONS, Layout
+from .objects import LakeObject, ObjectCache
+from .storage import ObjectNotFound, Storage, StorageError
+
+log = logging.getLogger("stellar_live_source.lake")
+
+MANIFEST = ".config.json"
+
+
+class LakeError(Exception):
+    """The lake cannot be served as configured (start-up)."""
+
+
+class Unavailable(Exception):
+    """Storage failed after every retry: transient, the client should resume."""
+
+
+class Corrupt(Exception):
+    """An object failed to decode or verify twice: the message names the key and offset."""
+
+
+@dataclass(frozen=True, slots=True)
+class LakeSettings:
+    ledgers_per_file: int | None = None  # None: not set by the operator (manifest or 64)
+    files_per_partition: int | None = None
+    retry_attempts: int = 5
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 30.0
+    poll_interval: float = 1.0
+    cache_bytes: int = 256 << 20
+    max_object_bytes: int = 512 << 20
+    verify: bool = True
+    unknown_arms: str = "error"
+    decode_workers: int = 2
+
+
+class Lake:
+    def __init__(self, storage: Storage, layout: Layout, settings: LakeSettings, manifest: dict | None = None):
+        self.storage = storage
+        self.layout = layout
+        self.settings = settings
+        self.manifest = manifest
+        self.cache = ObjectCache(settings.cache_bytes)
+        self._decoder = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self._newest: tuple[str, int] | None = None  # (key, newest ledger)
+        self._oldest: int | None = None
+        self._tip_changed = asyncio.Event()
+        self._watcher: asyncio.Task | None = None
+        self._waiters = 0
+        self.fetches = 0
+
+    # -- opening --
+    @classmethod
+    async def open(cls, storage: Storage, settings: LakeSettings) -> Lake:
+        await storage.check()
+        manifest = None
+        try:
+            manifest = json.loads(await storage.get(MANIFEST))
+        except ObjectNotFound:
+            pass
+        except (ValueError, StorageError) as exc:
+            raise LakeError(f"cannot read the lake manifest {MANIFEST}: {exc}") from exc
+        lpf, fpp = settings.ledgers_per_file, settings.files_per_partition
+        problems = []
+        if manifest is not None:
+            for name, env, given, key in (("ledgers_per_file", "LEDGERS_PER_FILE", lpf, "ledgersPerBatch"),
+                                          ("files_per_partition", "FILES_PER_PARTITION", fpp, "batchesPerPartition")):
+                if given is not None and given != manifest.get(key):
+                    problems.append(f"{env}={given} contradicts the lake manifest's {key}={manifest.get(key)}")
+            if manifest.get("compression", "zstd") != "zstd":
+                problems.append(f"the lake manifest's compression {manifest.get('compression')!r} is not zstd")
+            lpf, fpp = manifest.get("ledgersPerBatch"), manifest.get("batchesPerPartition")
+        if problems:
+            raise LakeError("; ".join(problems))
+        lake = cls(storage, Layout(lpf or 64, fpp or 10), settings, manifest)
+        ext = await lake._detect_extension()
+        if ext != lake.layout.extension:
+            lake.layout = Layout(lake.layout.ledgers_per_file, lake.layout.files_per_partition, ext)
+        return lake
+
+    async def _detect_extension(self) -> str:
+        for key in await self.storage.list(limit=10):
+            for ext in EXTENSIONS:
+                if key.endswith(ext):
+                    return ext
+        return EXTENSIONS[0]
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        self._decoder.shutdown(wait=False, cancel_futures=True)
+        await self.storage.close()
+
+    # -- objects --
+    def file_start(self, seq: int) -> int:
+        return self.layout.file_start(seq)
+
+    def key(self, seq: int) -> str:
+        return self.layout.object_key(seq)
+
+    async def object(self, file_start: int) -> LakeObject | None:
+        """The decoded object holding ``file_start``'s ledgers, or None when the
+        lake has no such object (under either extension)."""
+        return await self.cache.get(file_start, lambda: self._fetch(file_start))
+
+    async def _fetch(self, file_start: int) -> LakeObject | None:
+        ext = self.layout.extension
+        for e in (ext, *(x for x in EXTENSIONS if x != ext)):
+            key = self.layout.object_key(file_start, e)
+            try:
+                raw = await self._get(key)
+            except ObjectNotFound:
+                continue
+            try:
+                return await self._decode(key, raw)
+            except CoreError as first:
+                # A truncated or garbled transfer is not a corrupt object: fetch once more.
+                log.warning("object %s failed to decode (%s); fetching it again", key, first)
+                try:
+                    return await self._decode(key, await self._get(key))
+                except CoreError as exc:
+                    raise Corrupt(f"object {key}: {exc}") from exc
+                except ObjectNotFound:
+                    raise Unavailable(f"object {key} disappeared while it was being read") from None
+        return None
+
+    async def _get(self, key: str) -> bytes:
+        s = self.settings
+        for attempt in range(s.retry_attempts + 1):
+            try:
+                self.fetches += 1
+                return await self.storage.get(key)
+            except ObjectNotFound:
+                raise
+            except StorageError as exc:
+                if attempt == s.retry_attempts:
+                    raise Unavailable(f"storage failed reading {key} after {attempt + 1} tries: {exc}") from exc
+                # exponential backoff with full jitter
+                wait = random.uniform(0, min(s.retry_backoff_max, s.retry_backoff * 2 ** attempt))
+                log.info("reading %s failed (%s); retry %d in %.2fs", key, exc, attempt + 1, wait)
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _decode(self, key: str, raw: bytes) -> LakeObject:
+        s = self.settings
+
+        def work() -> LakeObject:
+            d = decode.decode_object(raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms)
+            leds = d.ledgers
+            frames = raw_ledger_frames(d.data, [x.seq for x in leds], [x.offset for x in leds], [x.length for x in leds])
+            return LakeObject(key, d.start, d.end, frames, leds[0].prev, leds[-1].hash,
+                              sum(len(f) for f in frames), sum(x.fallback for x in leds))
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
+        except IndexError as exc:  # an empty batch
+            raise CoreError(f"object {key} holds no ledgers") from exc
+
+    # -- the ends of the lake --
+    async def newest(self, refresh: bool = False) -> int | None:
+        """The last ledger the lake holds, or None for an empty lake."""
+        if self._newest is None or refresh:
+            await self._refresh_newest()
+        return None if self._newest is None else self._newest[1]
+
+    async def _refresh_newest(self) -> None:
+        # Inverted hex prefixes: an ascending listing starts with the newest object.
+        # The manifest sorts first ('.' < '0'); anything that is no object key is skipped.
+        for key in await self.storage.list(limit=8):
+            try:
+                start, _, _ = self.layout.parse_key(key)
+            except ValueError:
+                continue
+            if self._newest is not None and self._newest[0] == key:
+                return
+            obj = await self.object(start)
+            if obj is not None:
+                if self._newest is None or obj.end > self._newest[1]:
+                    self._newest = (key, obj.end)
+                    self._tip_changed.set()
+                    self._tip_changed = asyncio.Event()
+                return
+        self._newest = None
+
+    async def oldest(self, refresh: bool = False) -> int | None:
+        """The first ledger the lake holds, found by bisecting the listing
+        (the oldest object has the largest key), never by scanning it."""
+        if self._oldest is None or refresh:
+            key = await self._last_key("")
+            if key is None:
+                return None
+            obj = await self.object(self.layout.parse_key(key)[0])
+            self._oldest = None if obj is None else obj.start
+        return self._oldest
+
+    async def _last_key(self, prefix: str) -> str | None:
+        """The lexicographically last object key under ``prefix``. Every level
+        of the layout (partition folder, file) starts with 8 hex digits, so a
+        bisection over them takes 32 small listings whatever the lake's size."""
+        async def any_after(after: str) -> bool:
+            return bool(await self.storage.list(prefix, start_after=after, limit=1))
+
+        # '/' sorts between '.' (the manifest) and '0' (every key).
+        if not await any_after(prefix + "/"):
+            return None
+        lo, hi = 0, 0xFFFFFFFF  # the largest x with a key after "%08X" % x: the largest prefix
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if await any_after(f"{prefix}{mid:08X}"):
+                lo = mid
+            else:
+                hi = mid - 1
+        key = (await self.storage.list(f"{prefix}{lo:08X}", limit=1))[0]
+        if "/" in key[len(prefix):]:  # a partition folder: its last file, the same way
+            return await self._last_key(key[:key.index("/", len(prefix)) + 1])
+        return key
+
+    # -- the tip --
+    async def wait_for(self, seq: int) -> None:
+        """Return once the lake holds ``seq`` (the one tip watcher polls)."""
+        self._waiters += 1
+        try:
+            while True:
+                newest = await self.newest()
+                if newest is not None and newest >= seq:
+                    return
+                self._ensure_watcher()
+                await self._tip_changed.wait()
+        finally:
+            self._waiters -= 1
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name="tip-watcher")
+
+    async def _watch(self) -> None:
+        """Polls the newest key while anyone waits at the tip; one per lake."""
+        while self._waiters:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self._refresh_newest()
+            except (Unavailable, Corrupt, StorageError) as exc:
+                log.warning("tip watcher: %s", exc)
+
+    def tip_changed(self) -> asyncio.Event:
+        return self._tip_changed

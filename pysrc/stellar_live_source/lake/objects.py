@@ -1,0 +1,100 @@
+"""Decoded datalake objects, and the byte-capped cache every stream shares.
+
+A decoded object keeps only what streams send: one finished ``RawLedger``
+frame per ledger (the ledger bytes copied once, out of the decompressed
+buffer, which is then dropped), plus the hashes that chain objects together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LakeObject:
+    key: str
+    start: int  # batch bounds: the first and last ledger the object holds
+    end: int
+    frames: list[bytes]  # RawLedger wire bytes, one per ledger, start..end
+    first_prev: bytes  # previousLedgerHash of the first ledger
+    last_hash: bytes  # hash of the last ledger
+    nbytes: int
+    fallback: int = 0  # ledgers delimited by the hash-chain fallback
+
+    def frame(self, seq: int) -> bytes:
+        return self.frames[seq - self.start]
+
+    def holds(self, seq: int) -> bool:
+        return self.start <= seq <= self.end
+
+
+class ObjectCache:
+    """LRU of decoded objects capped in bytes; concurrent requests for one
+    object share a single fetch. An object larger than the cap is handed to
+    its requesters but never cached. Missing objects (None) are not cached."""
+
+    def __init__(self, cap_bytes: int):
+        self.cap = cap_bytes
+        self.bytes = 0
+        self._items: OrderedDict[int, LakeObject] = OrderedDict()
+        self._inflight: dict[int, asyncio.Future] = {}
+        self.hits = self.misses = self.shared = 0
+
+    def peek(self, file_start: int) -> LakeObject | None:
+        obj = self._items.get(file_start)
+        if obj is not None:
+            self._items.move_to_end(file_start)
+        return obj
+
+    async def get(self, file_start: int, fetch: Callable[[], Awaitable[LakeObject | None]]) -> LakeObject | None:
+        obj = self.peek(file_start)
+        if obj is not None:
+            self.hits += 1
+            return obj
+        fut = self._inflight.get(file_start)
+        if fut is not None:
+            self.shared += 1
+            # shield: one requester cancelling must not cancel the fetch for the others
+            return await asyncio.shield(fut)
+        self.misses += 1
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[file_start] = fut
+        task = asyncio.ensure_future(self._fill(file_start, fetch, fut))
+        return await asyncio.shield(task)
+
+    async def _fill(self, file_start: int, fetch, fut: asyncio.Future) -> LakeObject | None:
+        try:
+            obj = await fetch()
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # a fetch nobody else waited for must not warn "never retrieved"
+            raise
+        finally:
+            self._inflight.pop(file_start, None)
+        if obj is not None:
+            self.put(file_start, obj)
+        fut.set_result(obj)
+        return obj
+
+    def put(self, file_start: int, obj: LakeObject) -> None:
+        if obj.nbytes > self.cap:
+            return
+        old = self._items.pop(file_start, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        while self._items and self.bytes + obj.nbytes > self.cap:
+            _, evicted = self._items.popitem(last=False)
+            self.bytes -= evicted.nbytes
+        self._items[file_start] = obj
+        self.bytes += obj.nbytes
+
+    def drop(self, file_start: int) -> None:
+        obj = self._items.pop(file_start, None)
+        if obj is not None:
+            self.bytes -= obj.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)

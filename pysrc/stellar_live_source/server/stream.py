@@ -1,0 +1,199 @@
+"""One client's stream: strictly consecutive ledgers from ``start``, through
+history, then at the tip as objects land, with a bounded read-ahead.
+
+Nothing here skips a ledger: a failed read is retried by the lake, a gap is
+waited on and then reported, a broken chain ends the stream. Each way a stream
+can end is a ``StreamError`` carrying the gRPC status that tells the client
+what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from ..lake.lake import Lake
+from ..lake.objects import LakeObject
+
+
+class StreamError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    buffer_size: int = 16
+    num_workers: int = 8
+    readahead_bytes: int = 64 << 20
+    missing_object_wait: float = 60.0
+    poll_interval: float = 1.0
+    verify: bool = True
+    range_max_ledgers: int = 100
+    range_max_bytes: int = 64 << 20
+
+
+def check_start(start: int, end: int = 0, end_name: str = "end_ledger") -> None:
+    if start < 2:
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"start_ledger must be 2 or more (the first ledger with meta is 2), got {start}")
+    if end and end < start:
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{end_name} {end} is before start_ledger {start}")
+
+
+async def check_in_range(lake: Lake, start: int) -> None:
+    oldest = await lake.oldest()
+    if oldest is not None and start < oldest:
+        oldest = await lake.oldest(refresh=True)  # the lake may have grown backwards since
+        if oldest is not None and start < oldest:
+            newest = await lake.newest()
+            raise StreamError(grpc.StatusCode.OUT_OF_RANGE,
+                              f"start_ledger {start} is below the oldest ledger in the lake; it holds {oldest}-{newest}")
+
+
+class ReadAhead:
+    """Up to ``buffer_size`` objects fetched ahead of the one being sent, at
+    most ``num_workers`` at once, and no more once ``readahead_bytes`` of
+    fetched objects wait unsent. Never past the lake's known tip."""
+
+    def __init__(self, lake: Lake, first: int, s: StreamSettings):
+        self.lake = lake
+        self.s = s
+        self.next = first
+        self.pending: dict[int, asyncio.Task] = {}
+        self.sem = asyncio.Semaphore(s.num_workers)
+
+    async def _fetch(self, file_start: int) -> LakeObject | None:
+        async with self.sem:
+            return await self.lake.object(file_start)
+
+    def _held(self) -> int:
+        return sum(t.result().nbytes for t in self.pending.values()
+                   if t.done() and not t.cancelled() and t.exception() is None and t.result() is not None)
+
+    def _fill(self, newest: int | None) -> None:
+        lpf = self.lake.layout.ledgers_per_file
+        while (newest is not None and self.next <= newest and len(self.pending) < self.s.buffer_size
+               and self._held() < self.s.readahead_bytes):
+            self.pending[self.next] = asyncio.ensure_future(self._fetch(self.next))
+            self.next += lpf
+
+    async def get(self, file_start: int) -> LakeObject | None:
+        if file_start >= self.next:
+            self.next = file_start
+        task = self.pending.pop(file_start, None)
+        self._fill(await self.lake.newest())
+        if task is None:
+            return await self._fetch(file_start)
+        return await task
+
+    def close(self) -> None:
+        for task in self.pending.values():
+            task.cancel()
+        self.pending.clear()
+
+
+async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSettings) -> LakeObject:
+    """The object holding ``seq``: waits at the tip as long as it takes, and
+    for a gap up to ``missing_object_wait`` (the exporter may upload out of order)."""
+    gap_since = None
+    while True:
+        file_start = lake.file_start(seq)
+        obj = await ahead.get(file_start)
+        if obj is not None and obj.holds(seq):
+            return obj
+        newest = await lake.newest()
+        if newest is None or newest < seq:
+            await lake.wait_for(seq)  # at the tip: wait as long as the client does
+            continue
+        # Later ledgers exist, so this one is a gap.
+        now = time.monotonic()
+        gap_since = gap_since or now
+        if now - gap_since >= s.missing_object_wait:
+            key = lake.key(seq)
+            if obj is None:
+                raise StreamError(grpc.StatusCode.NOT_FOUND,
+                                  f"object {key} is missing while later ledgers exist (newest {newest})")
+            raise StreamError(grpc.StatusCode.NOT_FOUND,
+                              f"ledger {seq} is missing from object {obj.key}, which holds {obj.start}-{obj.end}")
+        await asyncio.sleep(min(s.poll_interval, s.missing_object_wait))
+        lake.cache.drop(file_start)
+        await lake.newest(refresh=True)
+
+
+async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings) -> AsyncIterator[bytes]:
+    """RawLedger frames from ``start`` to ``end`` inclusive (0: forever)."""
+    check_start(start, end)
+    await check_in_range(lake, start)
+    ahead = ReadAhead(lake, lake.file_start(start), s)
+    seq, prev_hash = start, None
+    try:
+        while not end or seq <= end:
+            obj = await _object_holding(lake, ahead, seq, s)
+            if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
+                raise StreamError(grpc.StatusCode.DATA_LOSS,
+                                  f"ledger {seq} in {obj.key} does not chain: its previousLedgerHash "
+                                  f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}")
+            last = obj.end if not end else min(obj.end, end)
+            for q in range(seq, last + 1):
+                yield obj.frames[q - obj.start]
+            prev_hash = obj.last_hash if last == obj.end else None
+            seq = last + 1
+    finally:
+        ahead.close()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def range_response(frames: list[bytes], latest: int) -> bytes:
+    """GetLedgerRangeResponse wire bytes around ready RawLedger frames."""
+    parts = []
+    for f in frames:
+        parts += (b"\x0a", _varint(len(f)), f)
+    if latest:
+        parts += (b"\x10", _varint(latest))
+    return b"".join(parts)
+
+
+async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> bytes:
+    """The ledgers of [start, end) the lake holds now, from ``start``, stopping
+    at the first one missing, at ``range_max_ledgers``, or before passing
+    ``range_max_bytes`` (always at least one). Never waits."""
+    if not end or end <= start:
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"end_ledger {end} must be above start_ledger {start} (it is exclusive)")
+    check_start(start)
+    newest = await lake.newest(refresh=True)
+    if newest is None or start > newest:
+        return range_response([], newest or 0)
+    await check_in_range(lake, start)
+    frames: list[bytes] = []
+    total, seq, prev_hash = 0, start, None
+    while seq < end and len(frames) < s.range_max_ledgers:
+        obj = await lake.object(lake.file_start(seq))
+        if obj is None or not obj.holds(seq):
+            break
+        if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
+            raise StreamError(grpc.StatusCode.DATA_LOSS, f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}")
+        while seq <= obj.end and seq < end and len(frames) < s.range_max_ledgers:
+            f = obj.frame(seq)
+            if frames and total + len(f) > s.range_max_bytes:
+                return range_response(frames, newest)
+            frames.append(f)
+            total += len(f)
+            seq += 1
+        prev_hash = obj.last_hash
+    return range_response(frames, newest)

@@ -1,0 +1,116 @@
+"""Running the service in tests: in-process (an App on free loopback ports)
+or as a real process (`stellar-live-source serve`), and reading it back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from stellar_live_source.ops.config import load
+from stellar_live_source.server.app import App
+
+from .conftest import LEDGERS, TESTDATA
+
+SHARED_LAKE = TESTDATA / "lakes" / "testnet_1410048-1410367_lpf64_fpp10"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(lake: Path | str, **extra) -> dict[str, str]:
+    env = {
+        "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(free_port()), "HEALTH_PORT": str(free_port()),
+        "METRICS_PORT": str(free_port()), "STORAGE_TYPE": "FS", "BUCKET_NAME": str(lake),
+        "POLL_INTERVAL": "100ms", "RETRY_BACKOFF": "50ms", "MISSING_OBJECT_WAIT": "1s",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": "2s", "LOG_LEVEL": "info",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_app(env: dict[str, str]):
+    app = App(load(env))
+    bound = await app.start()
+    try:
+        yield app, f"127.0.0.1:{bound.grpc_port}"
+    finally:
+        await app.stop(1.0)
+
+
+@contextlib.contextmanager
+def server_process(env: dict[str, str], timeout: float = 30):
+    """`stellar-live-source serve` as a real process; yields its address."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "BUCKET", "SERVER_", "ARCHIVE_"))}
+    full.update(env)
+    proc = subprocess.Popen([sys.executable, "-m", "stellar_live_source.cli", "serve"], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    addr = f"127.0.0.1:{env['SERVER_PORT']}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({proc.returncode}): {proc.stdout.read()}")
+            try:
+                with socket.create_connection(("127.0.0.1", int(env["SERVER_PORT"])), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the server did not start") from None
+                time.sleep(0.1)
+        yield addr, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def index_by_seq() -> dict[int, dict]:
+    rows = [json.loads(line) for line in (LEDGERS / "INDEX.jsonl").read_text().splitlines() if line.strip()]
+    return {r["seq"]: r for r in rows}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def collect(addr: str, start: int, end: int, timeout: float = 60) -> list[tuple[int, bytes]]:
+    from stellar_live_source.client import Client
+
+    async with Client(addr) as client:
+        return [x async for x in client.stream(start, end, timeout=timeout)]
+
+
+async def status_of(addr: str, start: int, end: int = 0, timeout: float = 20) -> tuple[grpc.StatusCode, str, int]:
+    """Stream until the server ends it; (code, details, ledgers received)."""
+    from stellar_live_source.client import Client
+
+    n = 0
+    async with Client(addr, max_resumes=0) as client:
+        try:
+            async for _ in client.stream(start, end, timeout=timeout):
+                n += 1
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details() or "", n
+    return grpc.StatusCode.OK, "", n
+
+
+def run(coro):
+    return asyncio.run(coro)

@@ -1,0 +1,215 @@
+"""The service end to end over loopback with a real gRPC client, on a lake in
+a folder: order, bytes, statuses, the tip, gaps, corruption, cancels, drains."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import grpc
+import pytest
+
+from stellar_live_source.client import Client
+from stellar_live_source.core.keys import Layout
+
+from .conftest import needs_testdata
+from .service_support import (SHARED_LAKE, collect, env_for, index_by_seq, running_app, server_process, sha,
+                              status_of)
+
+pytestmark = needs_testdata
+
+FIRST, LAST = 1410048, 1410367
+LAYOUT = Layout(64, 10)
+
+
+def objects(lake):
+    return sorted(p for p in lake.rglob("*.xdr.zst"))
+
+
+def copy_lake(tmp_path, keep=None):
+    """The shared testnet lake copied, optionally keeping only some objects (by file start)."""
+    dst = tmp_path / "lake"
+    shutil.copytree(SHARED_LAKE, dst)
+    if keep is not None:
+        for p in objects(dst):
+            if LAYOUT.parse_key(str(p.relative_to(dst)))[0] not in keep:
+                p.unlink()
+    return dst
+
+
+async def test_streams_every_ledger_byte_identical_in_order():
+    index = index_by_seq()
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        got = await collect(addr, FIRST, LAST)
+        assert [s for s, _ in got] == list(range(FIRST, LAST + 1))
+        for seq, xdr in got:
+            assert sha(xdr) == index[seq]["sha256"], seq
+        mid = await collect(addr, 1410100, 1410200)
+        assert [s for s, _ in mid] == list(range(1410100, 1410201))
+        assert app.lake.fetches == 5  # every object read from storage once, then shared
+
+
+@pytest.mark.parametrize("start,end,code,words", [
+    (0, 0, grpc.StatusCode.INVALID_ARGUMENT, "start_ledger"),
+    (1, 5, grpc.StatusCode.INVALID_ARGUMENT, "start_ledger"),
+    (1410100, 1410099, grpc.StatusCode.INVALID_ARGUMENT, "end_ledger"),
+    (1410000, 0, grpc.StatusCode.OUT_OF_RANGE, "1410048-1410367"),
+])
+async def test_bad_requests_end_with_a_status_that_says_why(start, end, code, words):
+    async with running_app(env_for(SHARED_LAKE)) as (_, addr):
+        got, details, n = await status_of(addr, start, end)
+        assert (got, n) == (code, 0)
+        assert words in details
+
+
+async def test_a_start_beyond_the_tip_waits_until_the_deadline():
+    async with running_app(env_for(SHARED_LAKE)) as (_, addr):
+        async with Client(addr, max_resumes=0) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                async for _ in client.stream(LAST + 1, 0, timeout=1.0):
+                    pass
+            assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_get_ledger_range_pages_and_never_waits():
+    index = index_by_seq()
+    async with running_app(env_for(SHARED_LAKE, RANGE_MAX_LEDGERS=100)) as (_, addr):
+        async with Client(addr) as client:
+            seq, seen, pages = FIRST, [], 0
+            while seq <= LAST:
+                ledgers, latest = await client.ledger_range(seq, LAST + 1)
+                assert latest == LAST and 0 < len(ledgers) <= 100
+                seen += ledgers
+                seq = ledgers[-1][0] + 1
+                pages += 1
+            assert pages == 4
+            assert [s for s, _ in seen] == list(range(FIRST, LAST + 1))
+            assert all(sha(x) == index[s]["sha256"] for s, x in seen)
+            assert await client.ledger_range(LAST + 5, LAST + 10) == ([], LAST)
+            for start, end in ((0, 5), (FIRST, FIRST), (FIRST, 0), (1, 4)):
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await client.ledger_range(start, end)
+                assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await client.ledger_range(100, 200)
+            assert exc.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_get_ledger_range_byte_cap_keeps_at_least_one_ledger():
+    async with running_app(env_for(SHARED_LAKE, RANGE_MAX_BYTES=1)) as (_, addr):
+        async with Client(addr) as client:
+            ledgers, _ = await client.ledger_range(FIRST, FIRST + 50)
+            assert [s for s, _ in ledgers] == [FIRST]
+    async with running_app(env_for(SHARED_LAKE, RANGE_MAX_BYTES="20KB")) as (_, addr):
+        async with Client(addr) as client:
+            ledgers, _ = await client.ledger_range(FIRST, FIRST + 50)
+            assert 1 < len(ledgers) < 50 and sum(len(x) for _, x in ledgers) <= 20_000
+
+
+async def test_live_tail_delivers_objects_as_they_land(tmp_path):
+    full = copy_lake(tmp_path / "src")
+    lake = copy_lake(tmp_path, keep={1410048 // 64 * 64, 1410112})
+    async with running_app(env_for(lake)) as (_, addr):
+        async def write_later():
+            for p in objects(full)[::-1][2:]:  # the three newer objects, oldest first
+                await asyncio.sleep(0.3)
+                dst = lake / p.relative_to(full)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_suffix(".tmp")
+                tmp.write_bytes(p.read_bytes())
+                tmp.rename(dst)
+
+        writer = asyncio.create_task(write_later())
+        got = await collect(addr, FIRST, LAST, timeout=30)
+        await writer
+        assert [s for s, _ in got] == list(range(FIRST, LAST + 1))
+
+
+async def test_a_missing_object_between_others_is_not_found_naming_the_key(tmp_path):
+    lake = copy_lake(tmp_path, keep={1410048 // 64 * 64, 1410112, 1410240, 1410304})
+    async with running_app(env_for(lake, MISSING_OBJECT_WAIT="500ms")) as (_, addr):
+        code, details, n = await status_of(addr, FIRST, 0)
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert LAYOUT.object_key(1410176) in details
+        assert n == 1410176 - FIRST  # every ledger before the gap, none after
+
+
+async def test_a_corrupt_object_is_data_loss_naming_key_and_offset(tmp_path):
+    lake = copy_lake(tmp_path)
+    victim = lake / LAYOUT.object_key(1410112)
+    import zstandard
+
+    raw = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(victim.read_bytes()))
+    raw[5000] ^= 0xFF
+    victim.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    async with running_app(env_for(lake)) as (app, addr):
+        code, details, n = await status_of(addr, FIRST, 0)
+        assert code == grpc.StatusCode.DATA_LOSS
+        assert LAYOUT.object_key(1410112) in details and "byte" in details
+        assert n == 1410112 - FIRST
+        assert app.lake.fetches >= 3  # the corrupt object was read twice before it was called corrupt
+
+
+async def test_cancelled_streams_are_not_failures_and_leave_nothing_behind():
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        baseline = len(asyncio.all_tasks())
+        async with Client(addr) as client:
+            for i in range(200):
+                agen = client.stream(FIRST + i % 300, 0)
+                await agen.__anext__()
+                await agen.aclose()
+            await asyncio.sleep(0.2)
+            got = await collect(addr, FIRST, FIRST + 100)
+            assert len(got) == 101
+        for _ in range(50):
+            if app.service.active == 0 and len(asyncio.all_tasks()) <= baseline + 1:
+                break
+            await asyncio.sleep(0.05)
+        assert app.service.active == 0
+        assert len(asyncio.all_tasks()) <= baseline + 1
+        ended = {s.labels["code"]: s.value for m in app.metrics.streams_ended.collect() for s in m.samples
+                 if s.name.endswith("_total")}
+        assert set(ended) <= {"OK"}
+
+
+async def test_draining_ends_streams_with_unavailable():
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        async with Client(addr, max_resumes=0) as client:
+            received = []
+
+            async def consume():
+                async for seq, _ in client.stream(LAST - 2, 0):
+                    received.append(seq)
+
+            task = asyncio.create_task(consume())
+            while len(received) < 3:
+                await asyncio.sleep(0.05)
+            # the stream now waits at the tip: drain
+            app.service.draining.set()
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await asyncio.wait_for(task, 10)
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert received == [LAST - 2, LAST - 1, LAST]
+
+
+async def test_fan_out_fetches_each_object_once():
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        results = await asyncio.gather(*(collect(addr, FIRST, LAST) for _ in range(8)))
+        assert all(len(r) == LAST - FIRST + 1 for r in results)
+        assert app.lake.fetches == 5
+
+
+def test_the_real_process_serves_and_drains_on_sigterm():
+    import signal
+    import subprocess
+    import sys
+
+    env = env_for(SHARED_LAKE)
+    with server_process(env) as (addr, proc):
+        got = asyncio.run(collect(addr, FIRST, FIRST + 70))
+        assert [s for s, _ in got] == list(range(FIRST, FIRST + 71))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "latest"],
+                         env={**env, "PATH": ""}, capture_output=True, text=True)
+    assert out.stdout.strip() == str(LAST), out.stderr
