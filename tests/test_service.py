@@ -213,3 +213,19 @@ def test_the_real_process_serves_and_drains_on_sigterm():
     out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "latest"],
                          env={**env, "PATH": ""}, capture_output=True, text=True)
     assert out.stdout.strip() == str(LAST), out.stderr
+
+
+async def test_the_manifest_decides_the_layout_and_contradictions_fail_naming_both():
+    from stellar_live_source.lake.lake import LakeError
+
+    from .conftest import LEDGERS
+
+    lake = LEDGERS / "testnet" / "datastore_testbucket_997-999"  # 1 ledger per file, 64000 per partition
+    index = index_by_seq()
+    async with running_app(env_for(lake)) as (app, addr):
+        got = await collect(addr, 997, 999)
+        assert [sha(x) for _, x in got] == [index[s]["sha256"] for s in (997, 998, 999)]
+        assert (app.lake.layout.ledgers_per_file, app.lake.layout.files_per_partition) == (1, 64000)
+    with pytest.raises(LakeError, match="LEDGERS_PER_FILE=64 contradicts the lake manifest's ledgersPerBatch=1"):
+        async with running_app(env_for(lake, LEDGERS_PER_FILE=64)):
+            pass

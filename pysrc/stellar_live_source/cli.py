@@ -86,7 +86,7 @@ def _config(args: argparse.Namespace):
     except ConfigError as exc:
         print(f"stellar-live-source: invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if config.storage.type == "FS" and not config.storage.bucket_name:
+    if config.storage.uses_sample_lake:
         # No lake configured at all: serve the sample lake the package ships.
         config = dataclasses.replace(config, storage=dataclasses.replace(config.storage, bucket_name=str(SAMPLE_LAKE)))
     return config

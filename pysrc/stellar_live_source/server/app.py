@@ -43,6 +43,7 @@ class App:
         self.config = config
         self.metrics = Metrics()
         self.lake: Lake | None = None
+        self._storage = None
         self.server: grpc.aio.Server | None = None
         self.service: RawLedgerService | None = None
         self.health = health.aio.HealthServicer()
@@ -51,18 +52,26 @@ class App:
         self.bound: Bound | None = None
 
     async def start(self) -> Bound:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop(0)  # whatever started, stopped: a failed start leaves nothing behind
+            raise
+
+    async def _start(self) -> Bound:
         c = self.config
         st = c.storage
         storage = open_storage(st.type, bucket=st.bucket_name, prefix=st.path, region=st.region or None,
                                endpoint=st.endpoint or None, force_path_style=st.force_path_style,
                                timeout=st.timeout, pool_size=st.pool_size)
-        explicit = getattr(c, "explicit", None)
         settings = LakeSettings(
-            ledgers_per_file=st.ledgers_per_file if explicit is None or "LEDGERS_PER_FILE" in explicit else None,
-            files_per_partition=st.files_per_partition if explicit is None or "FILES_PER_PARTITION" in explicit else None,
+            # Only what the operator set may contradict the lake's manifest.
+            ledgers_per_file=st.ledgers_per_file if "LEDGERS_PER_FILE" in c.explicit else None,
+            files_per_partition=st.files_per_partition if "FILES_PER_PARTITION" in c.explicit else None,
             retry_attempts=st.retry_attempts, retry_backoff=st.retry_backoff, poll_interval=st.poll_interval,
             cache_bytes=st.cache_bytes, max_object_bytes=st.max_object_bytes, verify=c.stream.verify_hash_chain,
             unknown_arms=c.stream.xdr_unknown_arms)
+        self._storage = storage
         self.lake = await Lake.open(storage, settings)
         self.metrics.watch_lake(self.lake)
         self.service = RawLedgerService(self.lake, StreamSettings(
@@ -102,7 +111,7 @@ class App:
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.graceful_shutdown_timeout if grace is None else grace
-        await self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING first: load balancers stop sending
         if self.service is not None:
             self.service.draining.set()
         if self.server is not None:
@@ -114,6 +123,8 @@ class App:
             self._metrics_server.shutdown()
         if self.lake is not None:
             await self.lake.close()
+        elif self._storage is not None:
+            await self._storage.close()
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""

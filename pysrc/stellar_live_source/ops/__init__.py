@@ -1,0 +1,1 @@
+"""Running the service: configuration and the other operational concerns."""

@@ -1,0 +1,433 @@
+"""The service's configuration: one typed tree, 12-factor style.
+
+Layers, later wins: built-in defaults < the YAML file named by ``CONFIG_FILE``
+(or ``config_file=``) < environment variables. Each setting has a YAML key
+``section.key`` and a canonical environment name; a few also accept the Go
+original's name as an alias. Every layer's text goes through the same environs
+parsers, and every problem found is raised together in one ``ConfigError``.
+An empty environment variable counts as unset, so a blank ``NAME=`` left in a
+compose file does not override the YAML.
+
+Durations are floats in seconds, written ``500ms``, ``30s``, ``1m``, ``1h`` or
+as plain seconds. Sizes are ints in bytes, written plain or with a unit (case
+does not matter): B, KB/MB/GB (powers of 1000), KiB/MiB/GiB (powers of 1024).
+
+Sentinel: ``storage.type == "FS"`` with ``storage.bucket_name == ""`` means the
+sample lake embedded in the package (``stellar_live_source.cli.SAMPLE_LAKE``);
+S3 and GCS need a bucket.
+"""
+
+import os
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from typing import Any
+
+import yaml
+from environs import Env, EnvError, EnvValidationError
+
+from ..core.decode import UNKNOWN_ARMS
+
+STORAGE_TYPES = ("FS", "S3", "GCS")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+RETRY_BACKOFF_CAP = 30.0  # seconds; the doubling of RETRY_BACKOFF stops here
+
+
+class ConfigError(ValueError):
+    """Every problem found in one load, one per line of ``str()``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one field is written: environment name(s), kind, default, bounds."""
+
+    env: str
+    kind: str  # str, int, bool, duration, size or choice
+    default: str  # in the notation a user writes
+    aliases: tuple[str, ...] = ()
+    low: float | None = None  # inclusive bounds
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    required: bool = False  # strings: empty is refused
+    section: str = ""  # filled in from the tree below
+    key: str = ""
+
+    @property
+    def yaml_key(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+def _opt(env: str, kind: str, default: str, **bounds: Any) -> Any:
+    if kind in ("int", "size"):
+        bounds.setdefault("low", 1)
+    elif kind == "duration":
+        bounds.setdefault("low", 0.001)  # zero would mean busy loops or no waiting at all
+    return field(metadata={"setting": Setting(env, kind, default, **bounds)})
+
+
+def _port(env: str, default: str, **kw: Any) -> Any:
+    return _opt(env, "int", default, low=1, high=65535, **kw)
+
+
+# The tree. Field names are the YAML keys; _opt declares the rest.
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = _opt("SERVER_HOST", "str", "0.0.0.0", required=True)
+    port: int = _port("SERVER_PORT", "50052", aliases=("PORT",))
+    health_port: int = _port("HEALTH_PORT", "8088")
+    graceful_shutdown_timeout: float = _opt("GRACEFUL_SHUTDOWN_TIMEOUT", "duration", "30s", low=0)
+    max_concurrent_streams: int = _opt("MAX_CONCURRENT_STREAMS", "int", "100")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    type: str = _opt("STORAGE_TYPE", "choice", "FS", choices=STORAGE_TYPES, aliases=("ARCHIVE_STORAGE_TYPE",))
+    bucket_name: str = _opt("BUCKET_NAME", "str", "", aliases=("ARCHIVE_BUCKET_NAME",))
+    path: str = _opt("ARCHIVE_PATH", "str", "")
+    region: str = _opt("AWS_REGION", "str", "")
+    endpoint: str = _opt("S3_ENDPOINT_URL", "str", "")
+    force_path_style: bool = _opt("S3_FORCE_PATH_STYLE", "bool", "false")
+    ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64")
+    files_per_partition: int = _opt("FILES_PER_PARTITION", "int", "10")
+    timeout: float = _opt("STORAGE_TIMEOUT", "duration", "30s")
+    pool_size: int = _opt("STORAGE_POOL_SIZE", "int", "32")
+    retry_attempts: int = _opt("RETRY_ATTEMPTS", "int", "5")
+    retry_backoff: float = _opt("RETRY_BACKOFF", "duration", "1s")
+    buffer_size: int = _opt("BUFFER_SIZE", "int", "16")
+    num_workers: int = _opt("NUM_WORKERS", "int", "8")
+    readahead_bytes: int = _opt("READAHEAD_BYTES", "size", "64MiB")
+    poll_interval: float = _opt("POLL_INTERVAL", "duration", "1s")
+    cache_bytes: int = _opt("CACHE_BYTES", "size", "256MiB")
+    max_object_bytes: int = _opt("MAX_OBJECT_BYTES", "size", "512MiB")
+    missing_object_wait: float = _opt("MISSING_OBJECT_WAIT", "duration", "60s", low=0)
+
+    @property
+    def uses_sample_lake(self) -> bool:
+        return self.type == "FS" and self.bucket_name == ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    verify_hash_chain: bool = _opt("VERIFY_HASH_CHAIN", "bool", "true")
+    xdr_unknown_arms: str = _opt("XDR_UNKNOWN_ARMS", "choice", "error", choices=UNKNOWN_ARMS)
+    range_max_ledgers: int = _opt("RANGE_MAX_LEDGERS", "int", "100")
+    range_max_bytes: int = _opt("RANGE_MAX_BYTES", "size", "64MiB")
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringConfig:
+    metrics_enabled: bool = _opt("METRICS_ENABLED", "bool", "true")
+    metrics_port: int = _port("METRICS_PORT", "9090")
+    log_level: str = _opt("LOG_LEVEL", "choice", "info", choices=LOG_LEVELS)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowctlConfig:
+    enabled: bool = _opt("ENABLE_FLOWCTL", "bool", "false")
+    endpoint: str = _opt("FLOWCTL_ENDPOINT", "str", "localhost:8080", required=True)
+    heartbeat_interval: float = _opt("FLOWCTL_HEARTBEAT_INTERVAL", "duration", "10s")
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Nothing yet; the section exists so later settings have a home."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    storage: StorageConfig
+    stream: StreamConfig
+    monitoring: MonitoringConfig
+    flowctl: FlowctlConfig
+    security: SecurityConfig
+    #: environment names the operator set (in YAML or the environment), as
+    #: opposed to defaults: a lake manifest may only be contradicted by these
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+
+
+SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "explicit"}
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], section=name, key=f.name)
+    for name, cls in SECTIONS.items()
+    for f in fields(cls)
+)
+_BY_YAML_KEY = {s.yaml_key: s for s in SETTINGS}
+
+
+# Notations.
+
+_DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
+_SIZE_UNITS = {"GiB": 2**30, "GB": 10**9, "MiB": 2**20, "MB": 10**6, "KiB": 2**10, "KB": 10**3, "B": 1}
+_SIZE_BY_LOWER = {u.lower(): f for u, f in _SIZE_UNITS.items()} | {"": 1}
+
+
+def parse_duration(text: str) -> float:
+    """``500ms``, ``30s``, ``1m``, ``1h``, ``1.5s`` or plain seconds, as seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?", text.strip())
+    if not m:
+        raise ValueError("not a duration (write e.g. 500ms, 30s, 1m, 1h or plain seconds)")
+    return float(Decimal(m[1]) * _DURATION_UNITS[m[2] or "s"])
+
+
+def parse_size(text: str) -> int:
+    """Bytes, plain or with a unit: B, KB, MB, GB, KiB, MiB, GiB (any case)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text.strip())
+    factor = _SIZE_BY_LOWER.get(m[2].lower()) if m else None
+    if factor is None:
+        raise ValueError("not a size (write bytes, or e.g. 64KiB, 256MiB, 1GB)")
+    n = Decimal(m[1]) * factor
+    if n != n.to_integral_value():
+        raise ValueError("not a whole number of bytes")
+    return int(n)
+
+
+def format_duration(seconds: float) -> str:
+    """The largest unit that writes ``seconds`` exactly; parse_duration reads it back."""
+    d = Decimal(repr(seconds))
+    if d == 0:
+        return "0s"
+    for unit in ("h", "m", "s", "ms"):
+        q = d / _DURATION_UNITS[unit]
+        if q == q.to_integral_value():
+            return f"{int(q)}{unit}"
+    return f"{d.normalize():f}s"
+
+
+def format_size(n: int) -> str:
+    """The largest unit that writes ``n`` exactly; parse_size reads it back."""
+    for unit, factor in _SIZE_UNITS.items():
+        if n and n % factor == 0 and unit != "B":
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+def _format(s: Setting, value: Any) -> str:
+    if s.kind == "bool":
+        return "true" if value else "false"
+    if s.kind == "duration":
+        return format_duration(value)
+    if s.kind == "size":
+        return format_size(value)
+    return str(value)
+
+
+# Loading.
+
+
+class _MappingEnv(Env):
+    """environs over one mapping instead of os.environ, so that load() sees
+    exactly the layers it merged (and tests need not touch os.environ)."""
+
+    def __init__(self, values: Mapping[str, str]):
+        super().__init__(eager=False)  # collect every error, raise at seal()
+        self._mapping = values
+        self.add_parser("duration", _for_environs(parse_duration))
+        self.add_parser("size", _for_environs(parse_size))
+
+    def _get_value(self, env_key: str, default: Any) -> Any:  # environs' lookup hook
+        return self._mapping.get(env_key, default)
+
+
+def _for_environs(parse):
+    def parser(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:  # environs collects only its own errors
+            raise EnvError(str(e)) from None
+
+    return parser
+
+
+def load(environ: Mapping[str, str] | None = None, *, config_file: str | None = None) -> Config:
+    """The configuration from defaults, the YAML file and ``environ``
+    (default ``os.environ``); raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    path = config_file if config_file is not None else environ.get("CONFIG_FILE", "")
+    raw = {s.env: s.default for s in SETTINGS}
+    origin: dict[str, str] = {}  # env name -> what the user wrote, for messages
+    problems = _read_yaml(path, raw, origin) if path else []
+    problems += _read_environ(environ, raw, origin)
+
+    env = _MappingEnv(raw)
+    parsed = {s.env: getattr(env, "str" if s.kind == "choice" else s.kind)(s.env) for s in SETTINGS}
+    try:
+        env.seal()
+        errors: Mapping[str, list[str]] = {}
+    except EnvValidationError as e:
+        errors = e.error_messages
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        label = origin.get(s.env, f"{s.env}={raw[s.env]!r}")
+        if s.env in errors:
+            problems.append(f"{label}: {_sentence(errors[s.env])}")
+            continue
+        value, why = _check(s, parsed[s.env])
+        if why:
+            problems.append(f"{label}: {why}")
+        else:
+            values[s.env] = value
+    problems += _cross_check(values)
+    if problems:
+        raise ConfigError(problems)
+
+    by_section: dict[str, dict[str, Any]] = defaultdict(dict)
+    for s in SETTINGS:
+        by_section[s.section][s.key] = values[s.env]
+    return Config(**{name: cls(**by_section[name]) for name, cls in SECTIONS.items()}, explicit=frozenset(origin))
+
+
+def _read_yaml(path: str, raw: dict[str, str], origin: dict[str, str]) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        return [f"CONFIG_FILE={path!r}: cannot read it ({e.strerror})"]
+    except yaml.YAMLError as e:
+        return [f"CONFIG_FILE={path!r}: not valid YAML: {' '.join(str(e).split())}"]
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        return [f"{path}: must be a mapping of sections ({', '.join(SECTIONS)})"]
+    problems = []
+    for section, body in doc.items():
+        if section not in SECTIONS:
+            problems.append(f"{path}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+            continue
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"{path}: {section} must be a mapping of settings")
+            continue
+        for key, value in body.items():
+            s = _BY_YAML_KEY.get(f"{section}.{key}")
+            if s is None:
+                problems.append(f"{path}: unknown key {section}.{key}")
+            elif isinstance(value, (dict, list)):
+                problems.append(f"{path}: {section}.{key} must be a single value")
+            else:
+                text = _yaml_text(value)
+                raw[s.env] = text
+                origin[s.env] = f"{s.yaml_key}={text!r} in {path} ({s.env})"
+    return problems
+
+
+def _yaml_text(value: Any) -> str:
+    """A YAML scalar as the text an environment variable would hold."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _read_environ(environ: Mapping[str, str], raw: dict[str, str], origin: dict[str, str]) -> list[str]:
+    problems = []
+    for s in SETTINGS:
+        names = [n for n in (s.env, *s.aliases) if environ.get(n, "") != ""]
+        if not names:
+            continue
+        first = names[0]
+        for other in names[1:]:
+            if _normal(s, environ[first]) != _normal(s, environ[other]):
+                problems.append(
+                    f"{first}={environ[first]!r} and its alias {other}={environ[other]!r} disagree: "
+                    "unset one, or give both the same value"
+                )
+        raw[s.env] = environ[first]
+        origin[s.env] = f"{first}={environ[first]!r}" + (f" (alias of {s.env})" if first != s.env else "")
+    return problems
+
+
+def _normal(s: Setting, text: str) -> Any:
+    """Comparable form of an alias's value: ``PORT=50052`` agrees with ``SERVER_PORT= 50052``."""
+    text = text.strip()
+    try:
+        return {"int": int, "choice": str.lower}.get(s.kind, str)(text)
+    except ValueError:
+        return text
+
+
+def _sentence(messages: Any) -> str:
+    text = "; ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+    return text[:1].lower() + text[1:].rstrip(".")
+
+
+def _check(s: Setting, value: Any) -> tuple[Any, str | None]:
+    """The value normalised, or why it is out of bounds."""
+    if isinstance(value, str):
+        value = value.strip()
+    if s.required and value == "":
+        return None, "must not be empty"
+    if s.choices:
+        match = {c.lower(): c for c in s.choices}.get(value.lower())
+        return (match, None) if match else (None, f"must be one of {', '.join(s.choices)}")
+    if s.low is not None and value < s.low or s.high is not None and value > s.high:
+        if s.high is not None:
+            return None, f"must be between {_format(s, s.low)} and {_format(s, s.high)}"
+        return None, f"must be at least {_format(s, s.low)}"
+    return value, None
+
+
+def _cross_check(v: Mapping[str, Any]) -> list[str]:
+    """Rules across settings; each runs only when its inputs are valid."""
+    problems = []
+    if v.get("STORAGE_TYPE") in ("S3", "GCS") and v.get("BUCKET_NAME") == "":
+        problems.append(
+            f"STORAGE_TYPE={v['STORAGE_TYPE']} needs BUCKET_NAME "
+            "(only FS may leave it empty, meaning the embedded sample lake)"
+        )
+    if v.get("XDR_UNKNOWN_ARMS") == "hash-chain" and v.get("VERIFY_HASH_CHAIN") is False:
+        problems.append(
+            "XDR_UNKNOWN_ARMS=hash-chain needs VERIFY_HASH_CHAIN=true "
+            "(the fallback finds ledger boundaries by the hash chain)"
+        )
+    if v.get("RETRY_BACKOFF", 0) > RETRY_BACKOFF_CAP:
+        problems.append(
+            f"RETRY_BACKOFF={format_duration(v['RETRY_BACKOFF'])} is above "
+            f"the {format_duration(RETRY_BACKOFF_CAP)} cap its doubling stops at"
+        )
+    listeners = ["SERVER_PORT", "HEALTH_PORT"] + (["METRICS_PORT"] if v.get("METRICS_ENABLED") else [])
+    taken: dict[int, str] = {}
+    for name in listeners:
+        port = v.get(name)
+        if port in taken:
+            problems.append(f"{taken[port]} and {name} are both {port}: each listener needs its own port")
+        elif port is not None:
+            taken[port] = name
+    return problems
+
+
+# Output.
+
+
+def as_env(config: Config) -> dict[str, str]:
+    """Every setting under its canonical environment name; load() reads it back."""
+    return {s.env: _format(s, getattr(getattr(config, s.section), s.key)) for s in SETTINGS}
+
+
+def describe(config: Config) -> list[str]:
+    """One ``NAME=value`` line per setting, for logs and ``config validate``."""
+    return [f"{name}={value}" for name, value in as_env(config).items()]
+
+
+def main_validate(environ: Mapping[str, str] | None = None, config_file: str | None = None) -> int:
+    """``stellar-live-source config validate``: print the effective settings
+    and return 0, or print every problem on stderr and return 2."""
+    try:
+        config = load(environ, config_file=config_file)
+    except ConfigError as e:
+        n = len(e.problems)
+        print(f"configuration invalid ({n} problem{'s' if n != 1 else ''}):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print("\n".join(describe(config)))
+    return 0

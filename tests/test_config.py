@@ -1,0 +1,329 @@
+"""The service configuration: defaults, layers, names, notations, problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stellar_live_source.ops import config as c
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "config").glob("*.yaml"))
+
+# The issue's table, written out independently of the code:
+# (environment name, YAML key, text to set, expected field value).
+NAMES = [
+    ("SERVER_HOST", "server.host", "10.0.0.1", "10.0.0.1"),
+    ("SERVER_PORT", "server.port", "6000", 6000),
+    ("PORT", "server.port", "6001", 6001),
+    ("HEALTH_PORT", "server.health_port", "6002", 6002),
+    ("GRACEFUL_SHUTDOWN_TIMEOUT", "server.graceful_shutdown_timeout", "5s", 5.0),
+    ("MAX_CONCURRENT_STREAMS", "server.max_concurrent_streams", "7", 7),
+    ("STORAGE_TYPE", "storage.type", "gcs", "GCS"),
+    ("ARCHIVE_STORAGE_TYPE", "storage.type", "s3", "S3"),
+    ("BUCKET_NAME", "storage.bucket_name", "lake-a", "lake-a"),
+    ("ARCHIVE_BUCKET_NAME", "storage.bucket_name", "lake-b", "lake-b"),
+    ("ARCHIVE_PATH", "storage.path", "mainnet/v1", "mainnet/v1"),
+    ("AWS_REGION", "storage.region", "eu-west-1", "eu-west-1"),
+    ("S3_ENDPOINT_URL", "storage.endpoint", "http://minio:9000", "http://minio:9000"),
+    ("S3_FORCE_PATH_STYLE", "storage.force_path_style", "true", True),
+    ("LEDGERS_PER_FILE", "storage.ledgers_per_file", "1", 1),
+    ("FILES_PER_PARTITION", "storage.files_per_partition", "64000", 64000),
+    ("STORAGE_TIMEOUT", "storage.timeout", "2m", 120.0),
+    ("STORAGE_POOL_SIZE", "storage.pool_size", "3", 3),
+    ("RETRY_ATTEMPTS", "storage.retry_attempts", "9", 9),
+    ("RETRY_BACKOFF", "storage.retry_backoff", "250ms", 0.25),
+    ("BUFFER_SIZE", "storage.buffer_size", "2", 2),
+    ("NUM_WORKERS", "storage.num_workers", "4", 4),
+    ("READAHEAD_BYTES", "storage.readahead_bytes", "8MiB", 8 << 20),
+    ("POLL_INTERVAL", "storage.poll_interval", "2s", 2.0),
+    ("CACHE_BYTES", "storage.cache_bytes", "1GB", 10**9),
+    ("MAX_OBJECT_BYTES", "storage.max_object_bytes", "1GiB", 1 << 30),
+    ("MISSING_OBJECT_WAIT", "storage.missing_object_wait", "0", 0.0),
+    ("VERIFY_HASH_CHAIN", "stream.verify_hash_chain", "false", False),
+    ("XDR_UNKNOWN_ARMS", "stream.xdr_unknown_arms", "hash-chain", "hash-chain"),
+    ("RANGE_MAX_LEDGERS", "stream.range_max_ledgers", "10", 10),
+    ("RANGE_MAX_BYTES", "stream.range_max_bytes", "1MB", 10**6),
+    ("METRICS_ENABLED", "monitoring.metrics_enabled", "false", False),
+    ("METRICS_PORT", "monitoring.metrics_port", "9100", 9100),
+    ("LOG_LEVEL", "monitoring.log_level", "DEBUG", "debug"),
+    ("ENABLE_FLOWCTL", "flowctl.enabled", "true", True),
+    ("FLOWCTL_ENDPOINT", "flowctl.endpoint", "flowctl:8080", "flowctl:8080"),
+    ("FLOWCTL_HEARTBEAT_INTERVAL", "flowctl.heartbeat_interval", "1m", 60.0),
+]
+ALIASES = {"PORT", "ARCHIVE_STORAGE_TYPE", "ARCHIVE_BUCKET_NAME"}
+# What some rows need to be valid on their own.
+COMPANIONS = {
+    "STORAGE_TYPE": {"BUCKET_NAME": "b"},
+    "ARCHIVE_STORAGE_TYPE": {"BUCKET_NAME": "b"},
+    "VERIFY_HASH_CHAIN": {"XDR_UNKNOWN_ARMS": "error"},
+}
+
+
+def field(config: c.Config, yaml_key: str):
+    section, key = yaml_key.split(".")
+    return getattr(getattr(config, section), key)
+
+
+def problems(environ=None, **kw) -> list[str]:
+    with pytest.raises(c.ConfigError) as e:
+        c.load(environ or {}, **kw)
+    assert str(e.value) == "\n".join(e.value.problems)
+    return e.value.problems
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults():
+    cfg = c.load({})
+    assert c.as_env(cfg) == {
+        "SERVER_HOST": "0.0.0.0", "SERVER_PORT": "50052", "HEALTH_PORT": "8088",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": "30s", "MAX_CONCURRENT_STREAMS": "100",
+        "STORAGE_TYPE": "FS", "BUCKET_NAME": "", "ARCHIVE_PATH": "", "AWS_REGION": "",
+        "S3_ENDPOINT_URL": "", "S3_FORCE_PATH_STYLE": "false", "LEDGERS_PER_FILE": "64",
+        "FILES_PER_PARTITION": "10", "STORAGE_TIMEOUT": "30s", "STORAGE_POOL_SIZE": "32",
+        "RETRY_ATTEMPTS": "5", "RETRY_BACKOFF": "1s", "BUFFER_SIZE": "16", "NUM_WORKERS": "8",
+        "READAHEAD_BYTES": "64MiB", "POLL_INTERVAL": "1s", "CACHE_BYTES": "256MiB",
+        "MAX_OBJECT_BYTES": "512MiB", "MISSING_OBJECT_WAIT": "1m", "VERIFY_HASH_CHAIN": "true",
+        "XDR_UNKNOWN_ARMS": "error", "RANGE_MAX_LEDGERS": "100", "RANGE_MAX_BYTES": "64MiB",
+        "METRICS_ENABLED": "true", "METRICS_PORT": "9090", "LOG_LEVEL": "info",
+        "ENABLE_FLOWCTL": "false", "FLOWCTL_ENDPOINT": "localhost:8080",
+        "FLOWCTL_HEARTBEAT_INTERVAL": "10s",
+    }
+    assert cfg.storage.cache_bytes == 256 * 2**20 and cfg.storage.missing_object_wait == 60.0
+    assert cfg.storage.uses_sample_lake
+    assert cfg.security == c.SecurityConfig()
+
+
+def test_the_table_covers_every_setting():
+    declared = {s.env for s in c.SETTINGS} | {a for s in c.SETTINGS for a in s.aliases}
+    assert declared == {name for name, *_ in NAMES}
+    assert {a for s in c.SETTINGS for a in s.aliases} == ALIASES
+    assert {s.yaml_key for s in c.SETTINGS} == {key for _, key, *_ in NAMES}
+
+
+@pytest.mark.parametrize(("name", "yaml_key", "text", "expected"), NAMES, ids=[n[0] for n in NAMES])
+def test_environment_name_maps_to_field(name, yaml_key, text, expected):
+    cfg = c.load({name: text, **COMPANIONS.get(name, {})})
+    assert field(cfg, yaml_key) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "yaml_key", "text", "expected"),
+    [n for n in NAMES if n[0] not in ALIASES],
+    ids=[n[0] for n in NAMES if n[0] not in ALIASES],
+)
+def test_yaml_key_maps_to_field(tmp_path, name, yaml_key, text, expected):
+    section, key = yaml_key.split(".")
+    extra = "  bucket_name: b\n" if yaml_key == "storage.type" else ""
+    path = write(tmp_path, f"{section}:\n  {key}: {text!r}\n{extra}")
+    cfg = c.load({}, config_file=path)
+    assert field(cfg, yaml_key) == expected
+
+
+def test_yaml_then_environment(tmp_path):
+    path = write(tmp_path, "server:\n  port: 6000\n  health_port: 6001\nstorage:\n  timeout: 5s\n")
+    cfg = c.load({"CONFIG_FILE": path, "SERVER_PORT": "7000"})
+    assert cfg.server.port == 7000  # environment beats YAML
+    assert cfg.server.health_port == 6001 and cfg.storage.timeout == 5.0  # YAML beats defaults
+    assert cfg.monitoring.metrics_port == 9090  # defaults fill the rest
+    # An explicit file wins over CONFIG_FILE; an empty variable counts as unset.
+    other = tmp_path / "other.yaml"
+    other.write_text("server:\n  port: 6500\n")
+    cfg = c.load({"CONFIG_FILE": path, "SERVER_PORT": ""}, config_file=str(other))
+    assert cfg.server.port == 6500 and cfg.server.health_port == 8088
+
+
+def test_native_yaml_values(tmp_path):
+    path = write(tmp_path, "storage:\n  force_path_style: yes\n  timeout: 1.5\n  cache_bytes: 4096\n"
+                 "  bucket_name:\nsecurity:\n")
+    cfg = c.load({}, config_file=path)
+    assert cfg.storage.force_path_style is True
+    assert (cfg.storage.timeout, cfg.storage.cache_bytes, cfg.storage.bucket_name) == (1.5, 4096, "")
+
+
+def test_os_environ_is_not_read_when_a_mapping_is_given(monkeypatch):
+    monkeypatch.setenv("SERVER_PORT", "1234")
+    assert c.load({}).server.port == 50052
+    assert c.load().server.port == 1234
+
+
+DURATIONS = [("500ms", 0.5), ("30s", 30.0), ("1m", 60.0), ("1h", 3600.0), ("1.5s", 1.5),
+             ("45", 45.0), ("0.25", 0.25), (" 2 s ", 2.0), ("1.5m", 90.0)]
+SIZES = [("4096", 4096), ("10B", 10), ("1KB", 1000), ("1kb", 1000), ("2MB", 2 * 10**6),
+         ("1GB", 10**9), ("1KiB", 1024), ("256MiB", 256 << 20), ("1gib", 1 << 30),
+         ("1.5KiB", 1536), ("3 MiB", 3 << 20)]
+
+
+@pytest.mark.parametrize(("text", "seconds"), DURATIONS)
+def test_duration_notations(tmp_path, text, seconds):
+    assert c.parse_duration(text) == seconds
+    assert c.load({"POLL_INTERVAL": text}).storage.poll_interval == seconds
+    path = write(tmp_path, f"storage:\n  poll_interval: {text.strip()}\n")
+    assert c.load({}, config_file=path).storage.poll_interval == seconds
+
+
+@pytest.mark.parametrize(("text", "size"), SIZES)
+def test_size_notations(tmp_path, text, size):
+    assert c.parse_size(text) == size
+    assert c.load({"CACHE_BYTES": text}).storage.cache_bytes == size
+    path = write(tmp_path, f"storage:\n  cache_bytes: {text.strip()}\n")
+    assert c.load({}, config_file=path).storage.cache_bytes == size
+
+
+@pytest.mark.parametrize("text", ["30x", "-1s", "1 week", "s", "1.s", "", "1M", "1e3"])
+def test_bad_durations_name_variable_and_value(text):
+    (problem,) = problems({"BUFFER_SIZE": "1", "STORAGE_TIMEOUT": text or " "})
+    assert problem.startswith(f"STORAGE_TIMEOUT={text or ' '!r}: not a duration")
+
+
+@pytest.mark.parametrize("text", ["1.5", "1.5B", "12XB", "-5", "1TB", "MiB", "k"])
+def test_bad_sizes_name_variable_and_value(text):
+    (problem,) = problems({"CACHE_BYTES": text})
+    assert problem.startswith(f"CACHE_BYTES={text!r}: not a")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 2**40), st.integers(0, 10**7))
+def test_formats_read_back(size, millis):
+    assert c.parse_size(c.format_size(size)) == size
+    assert c.parse_duration(c.format_duration(millis / 1000)) == millis / 1000
+
+
+@pytest.mark.parametrize(
+    ("canonical", "alias", "value", "other"),
+    [("SERVER_PORT", "PORT", "6000", "6001"),
+     ("STORAGE_TYPE", "ARCHIVE_STORAGE_TYPE", "FS", "S3"),
+     ("BUCKET_NAME", "ARCHIVE_BUCKET_NAME", "lake-a", "lake-b")],
+)
+def test_alias_conflicts_name_both(canonical, alias, value, other):
+    (problem,) = problems({canonical: value, alias: other})
+    assert f"{canonical}={value!r}" in problem and f"{alias}={other!r}" in problem
+
+
+def test_alias_agreeing_is_fine():
+    cfg = c.load({"SERVER_PORT": "6000", "PORT": " 6000", "STORAGE_TYPE": "s3",
+                  "ARCHIVE_STORAGE_TYPE": "S3", "BUCKET_NAME": "x", "ARCHIVE_BUCKET_NAME": "x"})
+    assert (cfg.server.port, cfg.storage.type, cfg.storage.bucket_name) == (6000, "S3", "x")
+
+
+def test_every_problem_at_once(tmp_path):
+    path = write(tmp_path, "server:\n  port: seventy\n  colour: blue\n")
+    found = problems({
+        "CONFIG_FILE": path, "HEALTH_PORT": "70000", "NUM_WORKERS": "0", "LOG_LEVEL": "loud",
+        "VERIFY_HASH_CHAIN": "maybe", "READAHEAD_BYTES": "0", "SERVER_HOST": " ",
+        "STORAGE_TYPE": "S3", "ARCHIVE_STORAGE_TYPE": "gcs",
+    })
+    assert len(found) == 10, found
+    text = "\n".join(found)
+    for needle in [
+        "unknown key server.colour",
+        f"server.port='seventy' in {path} (SERVER_PORT): not a valid integer",
+        "STORAGE_TYPE='S3' and its alias ARCHIVE_STORAGE_TYPE='gcs' disagree",
+        "HEALTH_PORT='70000': must be between 1 and 65535",
+        "NUM_WORKERS='0': must be at least 1",
+        "LOG_LEVEL='loud': must be one of debug, info, warning, error",
+        "VERIFY_HASH_CHAIN='maybe': not a valid boolean",
+        "READAHEAD_BYTES='0': must be at least 1",
+        "SERVER_HOST=' ': must not be empty",
+        "STORAGE_TYPE=S3 needs BUCKET_NAME",
+    ]:
+        assert needle in text
+
+
+def test_bad_yaml_value_names_key_file_and_variable(tmp_path):
+    path = write(tmp_path, "server:\n  port: seventy\n")
+    (problem,) = problems(config_file=path)
+    assert problem == f"server.port='seventy' in {path} (SERVER_PORT): not a valid integer"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("servr:\n  port: 1\n", "unknown section 'servr'"),
+     ("server:\n  prot: 1\n", "unknown key server.prot"),
+     ("server: 5\n", "server must be a mapping"),
+     ("server:\n  port: [1, 2]\n", "server.port must be a single value"),
+     ("- a\n- b\n", "must be a mapping of sections"),
+     ("server:\n  port: 1\n bad indent: [\n", "not valid YAML")],
+)
+def test_yaml_structure_problems(tmp_path, text, needle):
+    (problem,) = problems(config_file=write(tmp_path, text))
+    assert needle in problem
+
+
+def test_missing_yaml_file(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    (problem,) = problems({"CONFIG_FILE": missing})
+    assert problem.startswith(f"CONFIG_FILE={missing!r}: cannot read it")
+
+
+def test_hash_chain_fallback_needs_verification():
+    (problem,) = problems({"XDR_UNKNOWN_ARMS": "hash-chain", "VERIFY_HASH_CHAIN": "false"})
+    assert "XDR_UNKNOWN_ARMS=hash-chain needs VERIFY_HASH_CHAIN=true" in problem
+    assert c.load({"XDR_UNKNOWN_ARMS": "Hash-Chain"}).stream.xdr_unknown_arms == "hash-chain"
+
+
+@pytest.mark.parametrize("kind", ["S3", "GCS"])
+def test_cloud_storage_needs_a_bucket(kind):
+    (problem,) = problems({"STORAGE_TYPE": kind})
+    assert problem.startswith(f"STORAGE_TYPE={kind} needs BUCKET_NAME")
+    cfg = c.load({"STORAGE_TYPE": kind, "BUCKET_NAME": "lake"})
+    assert not cfg.storage.uses_sample_lake
+    assert not c.load({"BUCKET_NAME": "/srv/lake"}).storage.uses_sample_lake
+
+
+def test_listeners_need_their_own_ports():
+    (problem,) = problems({"HEALTH_PORT": "9090"})
+    assert "HEALTH_PORT and METRICS_PORT are both 9090" in problem
+    assert c.load({"HEALTH_PORT": "9090", "METRICS_ENABLED": "false"}).server.health_port == 9090
+
+
+def test_retry_backoff_is_within_its_cap():
+    (problem,) = problems({"RETRY_BACKOFF": "31s"})
+    assert problem.startswith("RETRY_BACKOFF=31s is above the 30s cap")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_files_load_and_read_back(path):
+    cfg = c.load({}, config_file=str(path))
+    assert c.load(c.as_env(cfg)) == cfg
+
+
+def test_shipped_files_show_every_setting():
+    import yaml
+
+    assert {p.name for p in SHIPPED} == {"development.yaml", "production.yaml"}
+    for path in SHIPPED:
+        doc = yaml.safe_load(path.read_text())
+        keys = {f"{sec}.{key}" for sec, body in doc.items() for key in (body or {})}
+        assert keys == {s.yaml_key for s in c.SETTINGS}, path.name
+        assert set(doc) == set(c.SECTIONS)
+    dev = c.load({}, config_file=str(ROOT / "config" / "development.yaml"))
+    assert dev.storage.uses_sample_lake and dev.monitoring.log_level == "debug"
+    assert dev.server.host == "127.0.0.1"
+    prod = c.load({}, config_file=str(ROOT / "config" / "production.yaml"))
+    assert (prod.storage.type, prod.server.host) == ("S3", "0.0.0.0") and prod.storage.bucket_name
+
+
+def test_main_validate_prints_settings(capsys):
+    cfg = c.load({"LOG_LEVEL": "warning"})
+    assert c.main_validate({"LOG_LEVEL": "warning"}) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == c.describe(cfg) and err == ""
+    assert "LOG_LEVEL=warning" in out and "CACHE_BYTES=256MiB" in out
+
+
+def test_main_validate_reports_every_problem(capsys, tmp_path):
+    path = write(tmp_path, "server:\n  prot: 1\n")
+    assert c.main_validate({"NUM_WORKERS": "none"}, config_file=path) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[0] == "configuration invalid (2 problems):"
+    assert "unknown key server.prot" in err and "NUM_WORKERS='none'" in err
