@@ -20,30 +20,6 @@ from .stream import StreamError, StreamSettings, ledger_range, stream_frames
 log = logging.getLogger("stellar_live_source.server")
 
 
-class Draining(Exception):
-    pass
-
-
-async def _until(aiter, stop: asyncio.Event):
-    """Items of ``aiter`` until ``stop`` is set, even while it waits (at the tip)."""
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        while True:
-            nxt = asyncio.ensure_future(anext(aiter))
-            done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                await asyncio.gather(nxt, return_exceptions=True)
-                raise Draining()
-            try:
-                yield nxt.result()
-            except StopAsyncIteration:
-                return
-    finally:
-        stopper.cancel()
-        await aiter.aclose()
-
-
 class RawLedgerService:
     def __init__(self, lake: Lake, settings: StreamSettings, metrics: Metrics, max_streams: int):
         self.lake = lake
@@ -67,8 +43,8 @@ class RawLedgerService:
         self.metrics.streams_started.inc()
         sent = 0
         try:
-            frames = stream_frames(self.lake, request.start_ledger, request.end_ledger, self.settings)
-            async for frame in _until(frames, self.draining):
+            frames = stream_frames(self.lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
+            async for frame in frames:
                 yield frame
                 sent += len(frame)
                 self.metrics.ledgers_sent.inc()
@@ -81,8 +57,6 @@ class RawLedgerService:
             raise
         except StreamError as exc:
             code, msg = exc.code, exc.message
-        except Draining:
-            code, msg = grpc.StatusCode.UNAVAILABLE, "the server is shutting down; resume from the next ledger"
         except Unavailable as exc:
             code, msg = grpc.StatusCode.UNAVAILABLE, str(exc)
         except Corrupt as exc:

@@ -27,6 +27,26 @@ class StreamError(Exception):
         self.message = message
 
 
+DRAINING = "the server is shutting down; resume from ledger {seq}"
+
+
+async def _unless_stopped(aw, stop: asyncio.Event | None, seq: int):
+    """Await ``aw``, but end the stream with UNAVAILABLE as soon as ``stop`` is set."""
+    if stop is None:
+        return await aw
+    task, stopper = asyncio.ensure_future(aw), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise StreamError(grpc.StatusCode.UNAVAILABLE, DRAINING.format(seq=seq))
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
     buffer_size: int = 16
@@ -99,7 +119,8 @@ class ReadAhead:
         self.pending.clear()
 
 
-async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSettings) -> LakeObject:
+async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSettings,
+                          stop: asyncio.Event | None = None) -> LakeObject:
     """The object holding ``seq``: waits at the tip as long as it takes, and
     for a gap up to ``missing_object_wait`` (the exporter may upload out of order)."""
     gap_since = None
@@ -110,7 +131,7 @@ async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSetti
             return obj
         newest = await lake.newest()
         if newest is None or newest < seq:
-            await lake.wait_for(seq)  # at the tip: wait as long as the client does
+            await _unless_stopped(lake.wait_for(seq), stop, seq)  # at the tip: as long as the client waits
             continue
         # Later ledgers exist, so this one is a gap.
         now = time.monotonic()
@@ -122,20 +143,24 @@ async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSetti
                                   f"object {key} is missing while later ledgers exist (newest {newest})")
             raise StreamError(grpc.StatusCode.NOT_FOUND,
                               f"ledger {seq} is missing from object {obj.key}, which holds {obj.start}-{obj.end}")
-        await asyncio.sleep(min(s.poll_interval, s.missing_object_wait))
+        await _unless_stopped(asyncio.sleep(min(s.poll_interval, s.missing_object_wait)), stop, seq)
         lake.cache.drop(file_start)
         await lake.newest(refresh=True)
 
 
-async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings) -> AsyncIterator[bytes]:
-    """RawLedger frames from ``start`` to ``end`` inclusive (0: forever)."""
+async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings,
+                        stop: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+    """RawLedger frames from ``start`` to ``end`` inclusive (0: forever).
+    Setting ``stop`` (the server draining) ends it with UNAVAILABLE."""
     check_start(start, end)
     await check_in_range(lake, start)
     ahead = ReadAhead(lake, lake.file_start(start), s)
     seq, prev_hash = start, None
     try:
         while not end or seq <= end:
-            obj = await _object_holding(lake, ahead, seq, s)
+            if stop is not None and stop.is_set():
+                raise StreamError(grpc.StatusCode.UNAVAILABLE, DRAINING.format(seq=seq))
+            obj = await _object_holding(lake, ahead, seq, s, stop)
             if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
                 raise StreamError(grpc.StatusCode.DATA_LOSS,
                                   f"ledger {seq} in {obj.key} does not chain: its previousLedgerHash "
