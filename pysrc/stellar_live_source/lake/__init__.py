@@ -1,0 +1,2 @@
+"""Reading a ledger-exporter datalake: storage adapters for a local folder, S3
+(and S3-compatible endpoints) and GCS, shared by every stream of one lake."""

@@ -1,0 +1,139 @@
+"""Real storage endpoints for the tests: moto's S3 server and the GCS emulator,
+each started once per session on 127.0.0.1 (a free port) and stopped at the end,
+failures included; plus helpers that copy a local lake folder (dot files too)
+into a bucket of either."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    # Keep a developer's ~/.aws out of the tests.
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+_AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lake_files(folder: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(key, path) of every file under `folder`, keys with "/" separators."""
+    root = Path(folder)
+    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+
+
+def _key(prefix: str, rel: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{rel}" if prefix else rel
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client("s3", endpoint_url=endpoint)
+
+
+def upload_folder_to_s3(endpoint: str, bucket: str, folder: str | os.PathLike, prefix: str = "") -> list[str]:
+    """Create `bucket` if needed and copy `folder` into it under `prefix`; the keys written."""
+    from botocore.exceptions import ClientError
+
+    s3 = s3_client(endpoint)
+    try:
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except ClientError as e:
+            if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        keys = []
+        for rel, path in lake_files(folder):
+            keys.append(_key(prefix, rel))
+            s3.put_object(Bucket=bucket, Key=keys[-1], Body=path.read_bytes())
+        return keys
+    finally:
+        s3.close()
+
+
+def gcs_client(host: str):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": f"http://{host}"}
+    )
+
+
+def upload_folder_to_gcs(host: str, bucket: str, folder: str | os.PathLike, prefix: str = "") -> list[str]:
+    """Create `bucket` on the emulator at host:port if needed and copy `folder` into it under `prefix`."""
+    from google.api_core.exceptions import Conflict
+
+    client = gcs_client(host)
+    try:
+        try:
+            b = client.create_bucket(bucket)
+        except Conflict:
+            b = client.bucket(bucket)
+        keys = []
+        for rel, path in lake_files(folder):
+            keys.append(_key(prefix, rel))
+            b.blob(keys[-1]).upload_from_filename(str(path))
+        return keys
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's S3 server in a thread; yields its endpoint URL, with dummy AWS
+    credentials in the environment for the clients of the session."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _AWS_UNSET:
+            mp.delenv(name, raising=False)
+        for name, value in DUMMY_AWS_ENV.items():
+            mp.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """gcp-storage-emulator in a thread, in memory; yields "127.0.0.1:PORT".
+    Use `gcs_env` to point the GCS clients of a test at it."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gcs_env(gcs_emulator: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The emulator's host:port, with STORAGE_EMULATOR_HOST set for this test."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_emulator}")
+    return gcs_emulator
