@@ -1,0 +1,78 @@
+"""A Node.js client (grpc-js, tests/node/stream.js) against the in-process
+service: it must receive exactly the ledgers, bytes and statuses the Python
+client does, so the API works for consumers that are not grpcio."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stellar_live_source.client import Client
+
+from .conftest import needs_testdata
+from .service_support import SHARED_LAKE, collect, env_for, index_by_seq, running_app, sha
+
+NODE = shutil.which("node")
+NODE_DIR = Path(__file__).parent / "node"
+
+pytestmark = [
+    needs_testdata,
+    pytest.mark.skipif(NODE is None, reason="node is not on PATH (the Node.js client test needs Node.js >= 18)"),
+    pytest.mark.skipif(not (NODE_DIR / "node_modules").is_dir(),
+                       reason="tests/node/node_modules is missing: run `npm ci --prefix tests/node` first (CI does)"),
+]
+
+FIRST, LAST = 1410048, 1410367
+
+
+async def node(*args: object, timeout: float = 60) -> tuple[int, list[str], str]:
+    """Run stream.js; (exit code, stdout lines, stderr). Async so the
+    in-process server keeps serving while Node talks to it."""
+    proc = await asyncio.create_subprocess_exec(
+        NODE, str(NODE_DIR / "stream.js"), *map(str, args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode, out.decode().splitlines(), err.decode()
+
+
+def lines(ledgers: list[tuple[int, bytes]]) -> list[str]:
+    """The Python side in stream.js's format."""
+    return [f"{seq} {sha(xdr)} {len(xdr)}" for seq, xdr in ledgers]
+
+
+@pytest.mark.parametrize("start,end", [(FIRST, LAST), (1410100, 1410200)], ids=["full", "mid-object"])
+async def test_node_streams_the_same_bytes_as_python(start, end):
+    index = index_by_seq()
+    async with running_app(env_for(SHARED_LAKE)) as (_, addr):
+        rc, got, err = await node(addr, start, end)
+        want = await collect(addr, start, end)
+    assert rc == 0, err
+    assert [int(line.split()[0]) for line in got] == list(range(start, end + 1))
+    assert got == lines(want)
+    assert got == [f"{s} {index[s]['sha256']} {index[s]['xdr_len']}" for s in range(start, end + 1)]
+
+
+async def test_node_get_ledger_range_matches_python():
+    async with running_app(env_for(SHARED_LAKE)) as (_, addr):
+        rc, got, err = await node(addr, "range", FIRST, FIRST + 50)
+        async with Client(addr) as client:
+            ledgers, latest = await client.ledger_range(FIRST, FIRST + 50)
+    assert rc == 0, err
+    assert len(ledgers) == 50
+    assert got == lines(ledgers) + [f"LATEST {latest}"]
+    assert latest == LAST
+
+
+async def test_node_sees_invalid_argument_and_exits_2():
+    async with running_app(env_for(SHARED_LAKE)) as (_, addr):
+        rc, got, err = await node(addr, 1, 5)
+    assert (rc, got) == (2, [])
+    assert err.startswith("STATUS INVALID_ARGUMENT ") and "start_ledger" in err
