@@ -17,9 +17,10 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-# The main job on the embedded default: the sample lake shipped in the package.
+# The service on the embedded default: the sample lake shipped in the package,
+# on 127.0.0.1:50052 (health on :8088, metrics on :9090). Ctrl-C drains and stops.
 run: $(VENV)/.installed
-	$(BIN)/stellar-live-source inspect
+	SERVER_HOST=$${SERVER_HOST:-127.0.0.1} $(BIN)/stellar-live-source serve
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

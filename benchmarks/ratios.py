@@ -11,6 +11,25 @@ SPEED = [
     ("core-small", "walk_c", "bare_zstd", 0.6, "compiled walk vs bare decompression, small ledgers"),
     ("core-small", "decode_c", "bare_zstd", 0.35, "whole decode vs bare decompression, small ledgers"),
     ("core-small", "decode_c", "zstd_plus_sdk", 300.0, "whole decode vs decompression + stellar-sdk, small ledgers"),
+    # service vs transport ceiling: the same range and bytes, so a ratio of times is one of MB/s and of ledgers/s
+    ("service-large", "service_s", "ceiling_s", 0.7, "service vs transport ceiling in MB/s, large ledgers, cold"),
+    ("service-small", "service_s", "ceiling_s", 0.9, "service vs transport ceiling in ledgers/s, small ledgers, cold"),
+    ("service-fanout", "peak_rss_MiB", "limit_MiB", 1.0, "(CACHE_BYTES + 256 MiB) / server peak RSS, 32 clients"),
+]
+
+# (group, name, unit): absolute figures printed beside the ratios
+FIGURES = [
+    *((f"service-{size}", f"{server}_{name}", unit) for size in ("large", "small") for server in ("ceiling", "service")
+      for name, unit in (("MB/s", "MB/s"), ("ledgers/s", "ledgers/s"), ("cpu_s/GB", "server CPU-seconds per GB"))),
+    *((f"service-{size}", "paired_ratio", "service/ceiling, median of the rounds' own pairs")
+      for size in ("large", "small")),
+    ("service-fanout", "streams", "concurrent streams"),
+    ("service-fanout", "ledgers/s", "ledgers/s, all streams together"),
+    ("service-fanout", "cpu_s/GB", "server CPU-seconds per GB"),
+    ("service-fanout", "objects", "objects in the range"),
+    ("service-fanout", "fetches", "storage reads"),
+    ("service-fanout", "peak_rss_MiB", "MiB server peak RSS"),
+    ("service-fanout", "limit_MiB", "MiB CACHE_BYTES + 256 MiB"),
 ]
 
 
@@ -27,4 +46,8 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
             for name, t in sorted(times.items()):
                 if name != "size":
                     lines.append(f"{group}: {name}: {times['size'] / t / 1e9:.3f} GB/s of decompressed output")
+    for group, name, unit in FIGURES:
+        if name in results.get(group, {}):
+            v = results[group][name]
+            lines.append(f"{group}: {name}: {f'{v:,.0f}' if v >= 100 else f'{v:.3g}'} {unit}")
     return lines

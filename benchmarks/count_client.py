@@ -1,0 +1,76 @@
+"""The fixed client of the service benchmarks: plain synchronous grpcio,
+counting messages and raw bytes, decoding nothing. Run it as a subprocess so
+it has its own core and GIL; it prints one JSON line.
+
+    python benchmarks/count_client.py ADDR START END [--streams K] [--at UNIX_TIME]
+
+With ``--streams K`` it runs K streams at once, one channel (one connection)
+each, in threads; ``--at`` starts them at a wall-clock time, so several
+client processes start together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+import grpc
+
+from stellar_live_source import api
+
+OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
+
+
+def open_stream(addr: str, start: int, end: int):
+    """(channel, a call factory): connected before the clock starts."""
+    channel = grpc.insecure_channel(addr, options=OPTIONS)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    call = channel.unary_stream(api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString,
+                                response_deserializer=None)  # raw bytes: nothing decoded
+    return channel, lambda: call(api.StreamLedgersRequest(start_ledger=start, end_ledger=end), timeout=600)
+
+
+def count(addr: str, start: int, end: int, streams: int = 1, at: float | None = None) -> dict:
+    opened = [open_stream(addr, start, end) for _ in range(streams)]
+    results: list[tuple[int, int, float, float]] = []
+
+    def one(make) -> None:
+        n = b = 0
+        t0 = last = time.perf_counter()
+        for msg in make():
+            n += 1
+            b += len(msg)
+        last = time.perf_counter()
+        results.append((n, b, t0, last))
+
+    if at is not None:
+        time.sleep(max(0.0, at - time.time()))
+    threads = [threading.Thread(target=one, args=(make,)) for _, make in opened]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for channel, _ in opened:
+        channel.close()
+    if len(results) != streams:
+        raise SystemExit("a stream failed")
+    return {"ledgers": sum(r[0] for r in results), "bytes": sum(r[1] for r in results),
+            "seconds": max(r[3] for r in results) - min(r[2] for r in results),
+            "min_stream_ledgers": min(r[0] for r in results)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("addr")
+    p.add_argument("start", type=int)
+    p.add_argument("end", type=int)
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--at", type=float)
+    a = p.parse_args()
+    print(json.dumps(count(a.addr, a.start, a.end, a.streams, a.at)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
