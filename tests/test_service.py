@@ -229,3 +229,56 @@ async def test_the_manifest_decides_the_layout_and_contradictions_fail_naming_bo
     with pytest.raises(LakeError, match="LEDGERS_PER_FILE=64 contradicts the lake manifest's ledgersPerBatch=1"):
         async with running_app(env_for(lake, LEDGERS_PER_FILE=64)):
             pass
+
+
+async def test_health_reflection_and_metrics():
+    import json
+    import urllib.request
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from stellar_live_source.core import BACKEND
+
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        async with grpc.aio.insecure_channel(addr) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            for service in ("", "raw_ledger_service.RawLedgerService"):
+                assert (await check(health_pb2.HealthCheckRequest(service=service))).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            responses = [r async for r in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                list_services="")]))]
+            names = {s.name for s in responses[0].list_services_response.service}
+            assert "raw_ledger_service.RawLedgerService" in names and "grpc.health.v1.Health" in names
+        await collect(addr, FIRST, FIRST + 9)
+        loop = asyncio.get_running_loop()
+        health = json.loads(await loop.run_in_executor(None, lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read()))
+        assert health["status"] == "SERVING" and health["core_backend"] == BACKEND
+        assert health["newest_ledger"] == LAST
+        metrics = (await loop.run_in_executor(None, lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{app.bound.metrics_port}/metrics", timeout=5).read())).decode()
+        assert "stellar_live_source_ledgers_sent_total 10.0" in metrics
+        assert f'core_backend="{BACKEND}"' in metrics
+        app.service.draining.set()
+        status = await loop.run_in_executor(None, lambda: _http_status(f"http://127.0.0.1:{app.bound.health_port}/ready"))
+        assert status == 503
+
+
+def _http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_read_ahead_stops_at_the_end_ledger():
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        await collect(addr, FIRST, FIRST + 10)
+        await asyncio.sleep(0.2)
+        # the first object (also the oldest), and the newest (read to learn the tip); nothing past the end
+        assert app.lake.fetches == 2

@@ -80,6 +80,14 @@ class App:
             verify=c.stream.verify_hash_chain, range_max_ledgers=c.stream.range_max_ledgers,
             range_max_bytes=c.stream.range_max_bytes), self.metrics, c.server.max_concurrent_streams)
 
+        health_port = None
+        if c.server.health_port is not None and c.server.health_port >= 0:
+            self._http = await asyncio.start_server(self._http_health, c.server.host, c.server.health_port)
+            health_port = self._http.sockets[0].getsockname()[1]
+        metrics_port = None
+        if c.monitoring.metrics_enabled:
+            self._metrics_server, _ = self.metrics.serve(c.server.host, c.monitoring.metrics_port)
+            metrics_port = self._metrics_server.server_port
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
         self.server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
                                                ("grpc.max_receive_message_length", 1 << 20),
@@ -93,14 +101,6 @@ class App:
             raise OSError(f"cannot bind the gRPC port {c.server.host}:{c.server.port}")
         await self.server.start()
 
-        health_port = None
-        if c.server.health_port is not None and c.server.health_port >= 0:
-            self._http = await asyncio.start_server(self._http_health, c.server.host, c.server.health_port)
-            health_port = self._http.sockets[0].getsockname()[1]
-        metrics_port = None
-        if c.monitoring.metrics_enabled:
-            self._metrics_server, thread = self.metrics.serve(c.server.host, c.monitoring.metrics_port)
-            metrics_port = self._metrics_server.server_port
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(api.SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(port, health_port, metrics_port)
@@ -140,7 +140,7 @@ class App:
     def health_report(self) -> dict:
         lake = self.lake
         return {
-            "status": "NOT_SERVING" if self.service is None or self.service.draining.is_set() else "SERVING",
+            "status": "SERVING" if self.bound is not None and not self.service.draining.is_set() else "NOT_SERVING",
             "version": __version__,
             "core_backend": BACKEND,
             "zstd": ZSTD_VERSION,

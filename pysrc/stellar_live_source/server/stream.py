@@ -82,10 +82,11 @@ class ReadAhead:
     most ``num_workers`` at once, and no more once ``readahead_bytes`` of
     fetched objects wait unsent. Never past the lake's known tip."""
 
-    def __init__(self, lake: Lake, first: int, s: StreamSettings):
+    def __init__(self, lake: Lake, first: int, s: StreamSettings, last: int | None = None):
         self.lake = lake
         self.s = s
         self.next = first
+        self.last = last  # the file holding the stream's end ledger: nothing past it is fetched
         self.pending: dict[int, asyncio.Task] = {}
         self.sem = asyncio.Semaphore(s.num_workers)
 
@@ -99,7 +100,8 @@ class ReadAhead:
 
     def _fill(self, newest: int | None) -> None:
         lpf = self.lake.layout.ledgers_per_file
-        while (newest is not None and self.next <= newest and len(self.pending) < self.s.buffer_size
+        limit = newest if self.last is None or newest is None else min(newest, self.last)
+        while (limit is not None and self.next <= limit and len(self.pending) < self.s.buffer_size
                and self._held() < self.s.readahead_bytes):
             self.pending[self.next] = asyncio.ensure_future(self._fetch(self.next))
             self.next += lpf
@@ -154,7 +156,7 @@ async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings,
     Setting ``stop`` (the server draining) ends it with UNAVAILABLE."""
     check_start(start, end)
     await check_in_range(lake, start)
-    ahead = ReadAhead(lake, lake.file_start(start), s)
+    ahead = ReadAhead(lake, lake.file_start(start), s, lake.file_start(end) if end else None)
     seq, prev_hash = start, None
     try:
         while not end or seq <= end:
