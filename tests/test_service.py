@@ -282,3 +282,53 @@ async def test_read_ahead_stops_at_the_end_ledger():
         await asyncio.sleep(0.2)
         # the first object (also the oldest), and the newest (read to learn the tip); nothing past the end
         assert app.lake.fetches == 2
+
+
+async def test_both_extensions_in_one_lake(tmp_path):
+    lake = copy_lake(tmp_path)
+    for p in objects(lake)[2:]:  # the two newest objects keep the new extension, the rest get the old
+        p.rename(p.with_name(p.name.replace(".xdr.zst", ".xdr.zstd")))
+    index = index_by_seq()
+    async with running_app(env_for(lake)) as (_, addr):
+        got = await collect(addr, FIRST, LAST)
+        assert [sha(x) for _, x in got] == [index[s]["sha256"] for s in range(FIRST, LAST + 1)]
+
+
+async def test_a_ledger_missing_from_its_object_is_not_found_naming_key_and_bounds(tmp_path):
+    import zstandard
+
+    from stellar_live_source.core import decode
+    from stellar_live_source.tools.pack import batch_xdr
+
+    lake = copy_lake(tmp_path)
+    key = LAYOUT.object_key(1410112)
+    d = decode.decode_object((lake / key).read_bytes())
+    kept = [bytes(d.xdr(i)) for i in range(len(d.ledgers)) if d.ledgers[i].seq <= 1410150]
+    (lake / key).write_bytes(zstandard.ZstdCompressor().compress(batch_xdr(1410112, 1410150, kept)))
+    async with running_app(env_for(lake, MISSING_OBJECT_WAIT="300ms")) as (_, addr):
+        code, details, n = await status_of(addr, FIRST, 0)
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert f"ledger 1410151 is missing from object {key}, which holds 1410112-1410150" == details
+        assert n == 1410151 - FIRST
+
+
+def test_stream_and_config_commands(tmp_path):
+    import subprocess
+    import sys
+
+    env = env_for(SHARED_LAKE)
+    with server_process(env) as (addr, _):
+        out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "stream", "--server", addr,
+                              "--from", str(FIRST), "--to", str(FIRST + 4)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        index = index_by_seq()
+        assert [line.split() for line in lines] == [
+            [str(s), str(index[s]["xdr_len"]), index[s]["hash"]] for s in range(FIRST, FIRST + 5)]
+        out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "stream", "--server", addr,
+                              "--from", "1", "--to", "3"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+    bad = {**env, "STORAGE_TYPE": "S4", "PORT": "1", "SERVER_PORT": "2"}
+    out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "config", "validate"], env=bad,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "STORAGE_TYPE" in out.stderr and "PORT" in out.stderr
