@@ -214,7 +214,8 @@ class Lake:
     async def _last_key(self, prefix: str) -> str | None:
         """The lexicographically last object key under ``prefix``. Every level
         of the layout (partition folder, file) starts with 8 hex digits, so a
-        bisection over them takes 32 small listings whatever the lake's size."""
+        search over them takes a few rounds of one-key listings whatever the
+        lake's size: 8-way, the 7 probes of a round listed at once."""
         async def any_after(after: str) -> bool:
             return bool(await self.storage.list(prefix, start_after=after, limit=1))
 
@@ -223,11 +224,12 @@ class Lake:
             return None
         lo, hi = 0, 0xFFFFFFFF  # the largest x with a key after "%08X" % x: the largest prefix
         while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if await any_after(f"{prefix}{mid:08X}"):
-                lo = mid
-            else:
-                hi = mid - 1
+            points = sorted({lo + (hi - lo) * i // 8 + 1 for i in range(7)} | {hi})
+            found = await asyncio.gather(*(any_after(f"{prefix}{x:08X}") for x in points))
+            below = [x for x, f in zip(points, found) if f]
+            above = [x for x, f in zip(points, found) if not f]
+            lo = max(below, default=lo)
+            hi = min((x for x in above if x > lo), default=hi + 1) - 1
         key = (await self.storage.list(f"{prefix}{lo:08X}", limit=1))[0]
         if "/" in key[len(prefix):]:  # a partition folder: its last file, the same way
             return await self._last_key(key[:key.index("/", len(prefix)) + 1])

@@ -68,6 +68,12 @@ def check_start(start: int, end: int = 0, end_name: str = "end_ledger") -> None:
 
 
 async def check_in_range(lake: Lake, start: int) -> None:
+    """OUT_OF_RANGE when ``start`` is below the lake's oldest ledger. The object
+    that should hold ``start`` answers first: only when it does not hold it is
+    the oldest ledger looked up (a bisection of the key space)."""
+    obj = await lake.object(lake.file_start(start))
+    if obj is not None and obj.holds(start):
+        return
     oldest = await lake.oldest()
     if oldest is not None and start < oldest:
         oldest = await lake.oldest(refresh=True)  # the lake may have grown backwards since

@@ -1,0 +1,47 @@
+"""The lake's ends: the newest ledger from the first key of a listing, the
+oldest by searching the key space (a few rounds of one-key listings), for
+every layout, on a real folder."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stellar_live_source.core.keys import Layout
+from stellar_live_source.lake.lake import Lake, LakeSettings
+from stellar_live_source.lake.storage import open_storage
+
+
+@pytest.mark.parametrize("lpf,fpp", [(64, 10), (1, 64000), (8, 3), (1, 1), (64, 1)])
+async def test_the_oldest_object_is_found_by_search_not_scan(tmp_path, lpf, fpp):
+    rng = random.Random(f"{lpf}/{fpp}")
+    layout = Layout(lpf, fpp)
+    for trial in range(6):
+        root = tmp_path / f"{trial}"
+        first = rng.randrange(2, 10**8)
+        starts = sorted({layout.file_start(first + i * lpf) for i in range(rng.randrange(1, 40))})
+        for s in starts:  # empty files: the search only lists
+            path = root / layout.object_key(s)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        (root / ".config.json").write_text("{}")
+        storage = open_storage("FS", bucket=str(root))
+        lake = Lake(storage, layout, LakeSettings())
+        try:
+            calls = storage.stats.get("list", 0)
+            assert await lake._last_key("") == layout.object_key(starts[0])
+            # at most 12 rounds of 8 probes per level (partition, file), whatever the lake holds
+            assert storage.stats["list"] - calls <= 2 * (2 + 12 * 8)
+        finally:
+            await lake.close()
+
+
+async def test_an_empty_lake_has_no_ends(tmp_path):
+    (tmp_path / ".config.json").write_text("{}")
+    lake = Lake(open_storage("FS", bucket=str(tmp_path)), Layout(64, 10), LakeSettings())
+    try:
+        assert await lake._last_key("") is None
+        assert await lake.oldest() is None and await lake.newest() is None
+    finally:
+        await lake.close()
