@@ -15,6 +15,8 @@ SPEED = [
     ("service-large", "service_s", "ceiling_s", 0.7, "service vs transport ceiling in MB/s, large ledgers, cold"),
     ("service-small", "service_s", "ceiling_s", 0.9, "service vs transport ceiling in ledgers/s, small ledgers, cold"),
     ("service-fanout", "peak_rss_MiB", "limit_MiB", 1.0, "(CACHE_BYTES + 256 MiB) / server peak RSS, 32 clients"),
+    ("storage-latency", "service_s", "bare_s", 0.8, "service / bare boto3 objects per second, 50 ms per request"),
+    ("tip-latency", "max_ms", "goal_ms", 1.0, "(poll interval + 100 ms) / worst tip latency"),
 ]
 
 # (group, name, unit): absolute figures printed beside the ratios
@@ -30,6 +32,11 @@ FIGURES = [
     ("service-fanout", "fetches", "storage reads"),
     ("service-fanout", "peak_rss_MiB", "MiB server peak RSS"),
     ("service-fanout", "limit_MiB", "MiB CACHE_BYTES + 256 MiB"),
+    *(("storage-latency", f"{kind}_objects/s", "objects/s, 16 at once, best round") for kind in ("bare", "service")),
+    ("storage-latency", "service_gets", "GET requests during the service's stream"),
+    ("storage-latency", "service_lists", "LIST requests during the service's stream"),
+    *(("tip-latency", f"{q}_ms", "ms from landing to arrival, 1 ledger per object, poll 1 s")
+      for q in ("max", "p95", "p50", "min")),
 ]
 
 
