@@ -44,7 +44,6 @@ class App:
         self.metrics = Metrics()
         self.lake: Lake | None = None
         self._storage = None
-        self._oldest_task: asyncio.Task | None = None
         self.server: grpc.aio.Server | None = None
         self.service: RawLedgerService | None = None
         self.health = health.aio.HealthServicer()
@@ -106,25 +105,13 @@ class App:
         await self.health.set(api.SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(port, health_port, metrics_port)
         newest = await self.lake.newest()
-        # Find the oldest ledger in the background: health reports it, and the
-        # first stream below the lake's start need not pay its listings.
-        self._oldest_task = asyncio.create_task(self._warm_oldest())
         log.info("serving %s (%s ledgers, newest %s) on %s:%d; core %s, zstd %s",
                  storage.description, self.lake.layout.extension, newest, c.server.host, port, BACKEND, ZSTD_VERSION)
         return self.bound
 
-    async def _warm_oldest(self) -> None:
-        try:
-            await self.lake.oldest()
-        except Exception as exc:  # noqa: BLE001 - a warm-up; streams look again and report
-            log.warning("could not find the lake's oldest ledger yet: %s", exc)
-
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.graceful_shutdown_timeout if grace is None else grace
         await self.health.enter_graceful_shutdown()  # NOT_SERVING first: load balancers stop sending
-        if self._oldest_task is not None:
-            self._oldest_task.cancel()
-            await asyncio.gather(self._oldest_task, return_exceptions=True)
         if self.service is not None:
             self.service.draining.set()
         if self.server is not None:
