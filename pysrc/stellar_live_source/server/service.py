@@ -20,6 +20,18 @@ from .stream import StreamError, StreamSettings, ledger_range, stream_frames
 log = logging.getLogger("stellar_live_source.server")
 
 
+ENDINGS = (StreamError, Unavailable, Corrupt)
+
+
+def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status an ending tells the client."""
+    if isinstance(exc, StreamError):
+        return exc.code, exc.message
+    if isinstance(exc, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    return grpc.StatusCode.DATA_LOSS, str(exc)
+
+
 class RawLedgerService:
     def __init__(self, lake: Lake, settings: StreamSettings, metrics: Metrics, max_streams: int):
         self.lake = lake
@@ -41,47 +53,37 @@ class RawLedgerService:
         self.active += 1
         self.metrics.streams_active.inc()
         self.metrics.streams_started.inc()
-        sent = 0
+        sent = count = 0
         try:
             frames = stream_frames(self.lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
             async for frame in frames:
                 yield frame
                 sent += len(frame)
-                self.metrics.ledgers_sent.inc()
-            self.metrics.bytes_sent.inc(sent)
-            self._end(grpc.StatusCode.OK)
-            return
-        except asyncio.CancelledError:
-            # The client went away: not a failure, no error metric, nothing left behind.
-            self.metrics.bytes_sent.inc(sent)
-            raise
-        except StreamError as exc:
-            code, msg = exc.code, exc.message
-        except Unavailable as exc:
-            code, msg = grpc.StatusCode.UNAVAILABLE, str(exc)
-        except Corrupt as exc:
-            code, msg = grpc.StatusCode.DATA_LOSS, str(exc)
+                count += 1
+            code, msg = grpc.StatusCode.OK, ""
+        except ENDINGS as exc:
+            code, msg = _status(exc)
         finally:
+            # A client that went away (CancelledError) passes through here too:
+            # not a failure, no error metric.
             self.active -= 1
             self.metrics.streams_active.dec()
-        self.metrics.bytes_sent.inc(sent)
+            self.metrics.ledgers_sent.inc(count)
+            self.metrics.bytes_sent.inc(sent)
         self._end(code)
-        log.info("stream from %d ended: %s %s", request.start_ledger, code.name, msg)
-        await context.abort(code, msg)
+        if code != grpc.StatusCode.OK:
+            log.info("stream from %d ended after %d ledgers: %s %s", request.start_ledger, count, code.name, msg)
+            await context.abort(code, msg)
 
     async def get_ledger_range(self, request, context: grpc.aio.ServicerContext) -> bytes:
         try:
             out = await ledger_range(self.lake, request.start_ledger, request.end_ledger, self.settings)
-            self.metrics.range_calls.labels("OK").inc()
-            return out
-        except StreamError as exc:
-            code, msg = exc.code, exc.message
-        except Unavailable as exc:
-            code, msg = grpc.StatusCode.UNAVAILABLE, str(exc)
-        except Corrupt as exc:
-            code, msg = grpc.StatusCode.DATA_LOSS, str(exc)
-        self.metrics.range_calls.labels(code.name).inc()
-        await context.abort(code, msg)
+        except ENDINGS as exc:
+            code, msg = _status(exc)
+            self.metrics.range_calls.labels(code.name).inc()
+            await context.abort(code, msg)
+        self.metrics.range_calls.labels("OK").inc()
+        return out
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(api.SERVICE, {
