@@ -99,8 +99,10 @@ def _logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .ops.runtime import tune_malloc
     from .server.app import App
 
+    tune_malloc()
     config = _config(args)
     _logging(config.monitoring.log_level)
     try:
