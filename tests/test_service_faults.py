@@ -9,8 +9,8 @@ and the default 5 retries, an object is lost only when six tries in a row fail
 proxy draws its outcomes from a seeded generator, so the sequence of outcomes is
 the same on every run; only which request meets which depends on timing.
 
-Two tests are strict xfails: each names a bug of the service in its reason (an
-XPASS, once the bug is fixed, fails the run so that the marker is removed)."""
+Listings are retried like reads: a client waiting at the tip and GetLedgerRange
+keep working under the same faults (both failed with UNKNOWN before)."""
 
 from __future__ import annotations
 
@@ -102,11 +102,6 @@ async def test_one_request_in_five_failing_every_stream_delivers_every_ledger_on
         assert ended(app) == {"OK": len(FLAKY_SPANS)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: listings are never retried and a StorageError from one escapes the service as UNKNOWN. A stream "
-    "whose start object is absent (here: a client waiting at the tip of a freshly started server) runs the "
-    "oldest-ledger search, hundreds of unretried one-key listings, so under one-in-five faults it ends UNKNOWN "
-    "'Unexpected error ... StorageError' instead of waiting (and the Client does not resume after UNKNOWN)."))
 async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_objects(proxy, moto_server,
                                                                                         fault_lake):
     bucket = f"flaky-tail-{uuid.uuid4().hex[:8]}"
@@ -122,10 +117,6 @@ async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_
         assert [s for s, _ in got] == list(range(FIRST + 8, FIRST + 12))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GetLedgerRange refreshes the newest ledger with one unretried listing; under one-in-five faults "
-    "about one call in five fails, with UNKNOWN 'Unexpected error ... StorageError' instead of retrying "
-    "(or at least UNAVAILABLE). 32 pages: all would pass by luck with probability 0.8^32 = 0.08%."))
 async def test_one_request_in_five_failing_get_ledger_range_answers_every_page(proxy, fault_bucket):
     index = index_by_seq()
     async with running_app(s3_env(proxy.url, fault_bucket, RETRY_BACKOFF="20ms", RANGE_MAX_LEDGERS=2)) as (_, addr):
@@ -372,3 +363,31 @@ def test_objects_written_while_a_client_waits_at_the_tip_are_delivered_in_order(
             assert max(lat) < 15
 
         asyncio.run(main())
+
+
+async def test_start_up_reads_are_retried(proxy, fault_bucket):
+    proxy.configure(fail_rate=0.5)
+    async with running_app(s3_env(proxy.url, fault_bucket, RETRY_BACKOFF="20ms")) as (_, addr):
+        proxy.configure(fail_rate=0)
+        got, code, details = await stream_once(addr, FIRST, FIRST + 5, timeout=30)
+        assert code == grpc.StatusCode.OK, details
+        assert [s for s, _ in got] == list(range(FIRST, FIRST + 6))
+    assert proxy.counts["failed"] > 0
+
+
+def test_serve_with_storage_down_exits_with_one_clear_line(proxy, fault_bucket):
+    import subprocess
+    import sys
+
+    proxy.configure(down=True)
+    try:
+        env = {**s3_env(proxy.url, fault_bucket, RETRY_ATTEMPTS=1, RETRY_BACKOFF="10ms", STORAGE_TIMEOUT="2s"),
+               "PATH": ""}
+        out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "serve"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        proxy.configure(down=False)
+    assert out.returncode == 1
+    err = [line for line in out.stderr.splitlines() if line.startswith("stellar-live-source serve:")]
+    assert len(err) == 1 and "storage failed checking the lake after 2 tries" in err[0], out.stderr
+    assert "Traceback" not in out.stderr

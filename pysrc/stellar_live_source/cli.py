@@ -108,10 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(App(config).run())
     except Exception as exc:  # start-up failures: one clear line, non-zero exit
-        from .lake.lake import LakeError
-        from .lake.storage import StorageConfigError
+        from .lake.lake import LakeError, Unavailable
+        from .lake.storage import StorageConfigError, StorageError
 
-        if isinstance(exc, (LakeError, StorageConfigError, OSError)):
+        if isinstance(exc, (LakeError, StorageConfigError, StorageError, Unavailable, OSError)):
             print(f"stellar-live-source serve: {exc}", file=sys.stderr)
             return 1
         raise

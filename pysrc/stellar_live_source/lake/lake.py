@@ -36,6 +36,24 @@ class Corrupt(Exception):
     """An object failed to decode or verify twice: the message names the key and offset."""
 
 
+async def retrying(what: str, call, settings: "LakeSettings"):
+    """``await call()``, retrying StorageError with exponential backoff and full
+    jitter; after ``retry_attempts`` retries, Unavailable. A missing object
+    (ObjectNotFound) is an answer, not a failure: it is raised at once."""
+    for attempt in range(settings.retry_attempts + 1):
+        try:
+            return await call()
+        except ObjectNotFound:
+            raise
+        except StorageError as exc:
+            if attempt == settings.retry_attempts:
+                raise Unavailable(f"storage failed {what} after {attempt + 1} tries: {exc}") from exc
+            wait = random.uniform(0, min(settings.retry_backoff_max, settings.retry_backoff * 2 ** attempt))
+            log.info("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True, slots=True)
 class LakeSettings:
     ledgers_per_file: int | None = None  # None: not set by the operator (manifest or 64)
@@ -61,6 +79,7 @@ class Lake:
         self._decoder = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self._newest: tuple[str, int] | None = None  # (key, newest ledger)
         self._oldest: int | None = None
+        self._oldest_search: asyncio.Future | None = None
         self._tip_changed = asyncio.Event()
         self._watcher: asyncio.Task | None = None
         self._waiters = 0
@@ -69,14 +88,14 @@ class Lake:
     # -- opening --
     @classmethod
     async def open(cls, storage: Storage, settings: LakeSettings) -> Lake:
-        await storage.check()
+        await retrying("checking the lake", storage.check, settings)
         manifest = None
         try:
-            manifest = json.loads(await storage.get(MANIFEST))
+            manifest = json.loads(await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings))
         except ObjectNotFound:
             pass
-        except (ValueError, StorageError) as exc:
-            raise LakeError(f"cannot read the lake manifest {MANIFEST}: {exc}") from exc
+        except ValueError as exc:
+            raise LakeError(f"the lake manifest {MANIFEST} is not JSON: {exc}") from exc
         lpf, fpp = settings.ledgers_per_file, settings.files_per_partition
         problems = []
         if manifest is not None:
@@ -96,13 +115,15 @@ class Lake:
         return lake
 
     async def _detect_extension(self) -> str:
-        for key in await self.storage.list(limit=10):
+        for key in await self._list(limit=10):
             for ext in EXTENSIONS:
                 if key.endswith(ext):
                     return ext
         return EXTENSIONS[0]
 
     async def close(self) -> None:
+        if self._oldest_search is not None:
+            self._oldest_search.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -143,21 +164,14 @@ class Lake:
         return None
 
     async def _get(self, key: str) -> bytes:
-        s = self.settings
-        for attempt in range(s.retry_attempts + 1):
-            try:
-                self.fetches += 1
-                return await self.storage.get(key)
-            except ObjectNotFound:
-                raise
-            except StorageError as exc:
-                if attempt == s.retry_attempts:
-                    raise Unavailable(f"storage failed reading {key} after {attempt + 1} tries: {exc}") from exc
-                # exponential backoff with full jitter
-                wait = random.uniform(0, min(s.retry_backoff_max, s.retry_backoff * 2 ** attempt))
-                log.info("reading %s failed (%s); retry %d in %.2fs", key, exc, attempt + 1, wait)
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
+        async def get() -> bytes:
+            self.fetches += 1
+            return await self.storage.get(key)
+
+        return await retrying(f"reading {key}", get, self.settings)
+
+    async def _list(self, prefix: str = "", **kw) -> list[str]:
+        return await retrying(f"listing {prefix or 'the lake'}", lambda: self.storage.list(prefix, **kw), self.settings)
 
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
         s = self.settings
@@ -184,7 +198,7 @@ class Lake:
     async def _refresh_newest(self) -> None:
         # Inverted hex prefixes: an ascending listing starts with the newest object.
         # The manifest sorts first ('.' < '0'); anything that is no object key is skipped.
-        for key in await self.storage.list(limit=8):
+        for key in await self._list(limit=8):
             try:
                 start, _, _ = self.layout.parse_key(key)
             except ValueError:
@@ -201,15 +215,21 @@ class Lake:
         self._newest = None
 
     async def oldest(self, refresh: bool = False) -> int | None:
-        """The first ledger the lake holds, found by bisecting the listing
-        (the oldest object has the largest key), never by scanning it."""
+        """The first ledger the lake holds, found by searching the listing
+        (the oldest object has the largest key), never by scanning it. One
+        search at a time, shared by every stream that asks meanwhile."""
         if self._oldest is None or refresh:
-            key = await self._last_key("")
-            if key is None:
-                return None
-            obj = await self.object(self.layout.parse_key(key)[0])
-            self._oldest = None if obj is None else obj.start
+            if self._oldest_search is None or self._oldest_search.done():
+                self._oldest_search = asyncio.ensure_future(self._find_oldest())
+            self._oldest = await asyncio.shield(self._oldest_search)
         return self._oldest
+
+    async def _find_oldest(self) -> int | None:
+        key = await self._last_key("")
+        if key is None:
+            return None
+        obj = await self.object(self.layout.parse_key(key)[0])
+        return None if obj is None else obj.start
 
     async def _last_key(self, prefix: str) -> str | None:
         """The lexicographically last object key under ``prefix``. Every level
@@ -217,7 +237,7 @@ class Lake:
         search over them takes a few rounds of one-key listings whatever the
         lake's size: 8-way, the 7 probes of a round listed at once."""
         async def any_after(after: str) -> bool:
-            return bool(await self.storage.list(prefix, start_after=after, limit=1))
+            return bool(await self._list(prefix, start_after=after, limit=1))
 
         # '/' sorts between '.' (the manifest) and '0' (every key).
         if not await any_after(prefix + "/"):
@@ -225,12 +245,17 @@ class Lake:
         lo, hi = 0, 0xFFFFFFFF  # the largest x with a key after "%08X" % x: the largest prefix
         while lo < hi:
             points = sorted({lo + (hi - lo) * i // 8 + 1 for i in range(7)} | {hi})
-            found = await asyncio.gather(*(any_after(f"{prefix}{x:08X}") for x in points))
+            try:
+                async with asyncio.TaskGroup() as tg:  # one failing listing cancels its siblings
+                    probes = [tg.create_task(any_after(f"{prefix}{x:08X}")) for x in points]
+            except ExceptionGroup as group:
+                raise group.exceptions[0] from None
+            found = [p.result() for p in probes]
             below = [x for x, f in zip(points, found) if f]
             above = [x for x, f in zip(points, found) if not f]
             lo = max(below, default=lo)
             hi = min((x for x in above if x > lo), default=hi + 1) - 1
-        key = (await self.storage.list(f"{prefix}{lo:08X}", limit=1))[0]
+        key = (await self._list(f"{prefix}{lo:08X}", limit=1))[0]
         if "/" in key[len(prefix):]:  # a partition folder: its last file, the same way
             return await self._last_key(key[:key.index("/", len(prefix)) + 1])
         return key

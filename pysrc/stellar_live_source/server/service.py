@@ -14,20 +14,22 @@ import grpc
 
 from .. import api
 from ..lake.lake import Corrupt, Lake, Unavailable
+from ..lake.storage import StorageError
 from ..ops.metrics import Metrics
 from .stream import StreamError, StreamSettings, ledger_range, stream_frames
 
 log = logging.getLogger("stellar_live_source.server")
 
 
-ENDINGS = (StreamError, Unavailable, Corrupt)
+# StorageError reaches here only if a storage call escaped the lake's retries.
+ENDINGS = (StreamError, Unavailable, Corrupt, StorageError)
 
 
 def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status an ending tells the client."""
     if isinstance(exc, StreamError):
         return exc.code, exc.message
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, (Unavailable, StorageError)):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     return grpc.StatusCode.DATA_LOSS, str(exc)
 
