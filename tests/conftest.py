@@ -46,3 +46,11 @@ def index_rows() -> list[dict]:
 
 def compiled_expected() -> bool:
     return os.environ.get("STELLAR_LIVE_SOURCE_NO_EXTENSIONS", "") in ("", "0")
+
+
+def outcome(fn, *args):
+    """A comparable result of one twin: the value, or the exception's type and message."""
+    try:
+        return "ok", fn(*args)
+    except Exception as exc:  # noqa: BLE001 - comparing whatever each twin raises
+        return type(exc), str(exc)

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from stellar_live_source.core import _backend, _frame_py
 
+from .conftest import outcome
+
 try:
     from stellar_live_source.core import _frame_c
 except ImportError:  # test_backend_selected reports it where it matters
@@ -57,14 +59,6 @@ def pb():
     pool.Add(proto)
     cls = message_factory.GetMessageClass
     return cls(pool.FindMessageTypeByName("sls_test.RawLedger")), cls(pool.FindMessageTypeByName("sls_test.Wider"))
-
-
-def outcome(fn, *args):
-    """A comparable result: the value, or the exception's type and message."""
-    try:
-        return "ok", fn(*args)
-    except Exception as exc:  # noqa: BLE001 - comparing whatever each twin raises
-        return type(exc), str(exc)
 
 
 def test_backend_selected():

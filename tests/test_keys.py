@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from stellar_live_source.core import _backend, _keys_py
 
+from .conftest import outcome
+
 try:
     from stellar_live_source.core import _keys_c
 except ImportError:  # test_backend_selected reports it where it matters
@@ -28,14 +30,6 @@ NO_C = pytest.mark.skipif(_keys_c is None, reason="stellar_live_source.core._key
 @pytest.fixture(params=[pytest.param(_keys_c, id="c", marks=NO_C), pytest.param(_keys_py, id="py")])
 def mod(request):
     return request.param
-
-
-def outcome(fn, *args):
-    """A comparable result: the value, or the exception's type and message."""
-    try:
-        return "ok", fn(*args)
-    except Exception as exc:  # noqa: BLE001 - comparing whatever each twin raises
-        return type(exc), str(exc)
 
 
 def test_backend_selected():
