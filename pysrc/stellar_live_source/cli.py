@@ -125,14 +125,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 async def _lake_end(args: argparse.Namespace, which: str) -> int | None:
-    from .lake.lake import Lake, LakeSettings
-    from .lake.storage import open_storage
+    from .lake.lake import Lake
+    from .server.app import configured_storage, lake_settings
 
-    st = _config(args).storage
-    storage = open_storage(st.type, bucket=st.bucket_name, prefix=st.path, region=st.region or None,
-                           endpoint=st.endpoint or None, force_path_style=st.force_path_style,
-                           timeout=st.timeout, pool_size=4)
-    lake = await Lake.open(storage, LakeSettings(retry_attempts=st.retry_attempts, retry_backoff=st.retry_backoff))
+    config = _config(args)
+    lake = await Lake.open(configured_storage(config), lake_settings(config))
     try:
         return await (lake.newest() if which == "latest" else lake.oldest())
     finally:

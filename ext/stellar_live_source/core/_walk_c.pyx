@@ -10,7 +10,6 @@ is ``stellar_live_source.core._walk_py``.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
 from hashlib import sha256

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from hashlib import sha256
 from typing import NamedTuple
 
 from . import index, walk, zstd
@@ -162,6 +161,3 @@ def decode_file(raw: bytes, fmt: str | None = None, *, max_size: int = zstd.DEFA
     best = max(errors, key=lambda e: getattr(e, "offset", -1))
     raise CoreError(f"no framing fits ({', '.join(FORMATS)}); the closest, {FORMATS[errors.index(best)]}: {best}") from best
 
-
-def ledger_sha256(decoded: Decoded, i: int) -> str:
-    return sha256(decoded.xdr(i)).hexdigest()

@@ -286,6 +286,3 @@ class Lake:
                 await self._refresh_newest()
             except (Unavailable, Corrupt, StorageError) as exc:
                 log.warning("tip watcher: %s", exc)
-
-    def tip_changed(self) -> asyncio.Event:
-        return self._tip_changed

@@ -38,6 +38,25 @@ class Bound:
     metrics_port: int | None
 
 
+def configured_storage(config):
+    """The storage backend the configuration names."""
+    st = config.storage
+    return open_storage(st.type, bucket=st.bucket_name, prefix=st.path, region=st.region or None,
+                        endpoint=st.endpoint or None, force_path_style=st.force_path_style,
+                        timeout=st.timeout, pool_size=st.pool_size)
+
+
+def lake_settings(config) -> LakeSettings:
+    st = config.storage
+    return LakeSettings(
+        # Only what the operator set may contradict the lake's manifest.
+        ledgers_per_file=st.ledgers_per_file if "LEDGERS_PER_FILE" in config.explicit else None,
+        files_per_partition=st.files_per_partition if "FILES_PER_PARTITION" in config.explicit else None,
+        retry_attempts=st.retry_attempts, retry_backoff=st.retry_backoff, poll_interval=st.poll_interval,
+        cache_bytes=st.cache_bytes, max_object_bytes=st.max_object_bytes, verify=config.stream.verify_hash_chain,
+        unknown_arms=config.stream.xdr_unknown_arms)
+
+
 class App:
     def __init__(self, config):
         self.config = config
@@ -61,18 +80,8 @@ class App:
     async def _start(self) -> Bound:
         c = self.config
         st = c.storage
-        storage = open_storage(st.type, bucket=st.bucket_name, prefix=st.path, region=st.region or None,
-                               endpoint=st.endpoint or None, force_path_style=st.force_path_style,
-                               timeout=st.timeout, pool_size=st.pool_size)
-        settings = LakeSettings(
-            # Only what the operator set may contradict the lake's manifest.
-            ledgers_per_file=st.ledgers_per_file if "LEDGERS_PER_FILE" in c.explicit else None,
-            files_per_partition=st.files_per_partition if "FILES_PER_PARTITION" in c.explicit else None,
-            retry_attempts=st.retry_attempts, retry_backoff=st.retry_backoff, poll_interval=st.poll_interval,
-            cache_bytes=st.cache_bytes, max_object_bytes=st.max_object_bytes, verify=c.stream.verify_hash_chain,
-            unknown_arms=c.stream.xdr_unknown_arms)
-        self._storage = storage
-        self.lake = await Lake.open(storage, settings)
+        self._storage = storage = configured_storage(c)
+        self.lake = await Lake.open(storage, lake_settings(c))
         self.metrics.watch_lake(self.lake)
         self.service = RawLedgerService(self.lake, StreamSettings(
             buffer_size=st.buffer_size, num_workers=st.num_workers, readahead_bytes=st.readahead_bytes,
