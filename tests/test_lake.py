@@ -5,12 +5,17 @@ every layout, on a real folder."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
 from stellar_live_source.core.keys import Layout
+from stellar_live_source.lake import lake as lake_module
 from stellar_live_source.lake.lake import Lake, LakeSettings
 from stellar_live_source.lake.storage import open_storage
+from stellar_live_source.tools.pack import ledgers_of, renumber, write_lake
+
+from .conftest import LEDGERS, needs_testdata
 
 
 @pytest.mark.parametrize("lpf,fpp", [(64, 10), (1, 64000), (8, 3), (1, 1), (64, 1)])
@@ -45,3 +50,25 @@ async def test_an_empty_lake_has_no_ends(tmp_path):
         assert await lake.oldest() is None and await lake.newest() is None
     finally:
         await lake.close()
+
+
+@needs_testdata
+async def test_small_objects_decode_on_the_loop_and_large_ones_in_threads(tmp_path, monkeypatch):
+    """A thread handoff costs more than decoding 64 small ledgers; a few
+    large ledgers would hold the event loop for milliseconds."""
+    small = list(ledgers_of(sorted((LEDGERS / "testnet" / "lighthorizon_1410048-1410367").glob("*.xdr"))[:64]))
+    large = list(ledgers_of(sorted((LEDGERS / "synthetic").glob("stellar-rpc__*.xdr.zstd"))))[:4]
+    write_lake(tmp_path / "small", renumber(small, 2, 62), ledgers_per_file=64)
+    write_lake(tmp_path / "large", renumber(large, 2, 6), ledgers_per_file=8)
+    threads = []
+    real = lake_module.decode.decode_object
+    monkeypatch.setattr(lake_module.decode, "decode_object",
+                        lambda *a, **kw: threads.append(threading.current_thread()) or real(*a, **kw))
+    for name in ("small", "large"):
+        lake = await Lake.open(open_storage("FS", bucket=str(tmp_path / name)), LakeSettings())
+        try:
+            obj = await lake.object(0)
+            assert (obj.start, obj.end) == ((2, 63) if name == "small" else (2, 7))
+        finally:
+            await lake.close()
+    assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
