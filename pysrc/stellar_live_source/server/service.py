@@ -1,13 +1,16 @@
 """The gRPC service: ``raw_ledger_service.RawLedgerService``.
 
-Handlers are registered generically with no response serializer: they return
+Handlers are registered generically with no response serializer: they send
 finished protobuf bytes (frames built once per object and shared by every
-stream), so no protobuf object is built per ledger.
+stream), so no protobuf object is built per ledger. The stream handler is a
+coroutine writing each frame itself, not an async generator grpc iterates:
+one generator step less per ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -57,11 +60,13 @@ class RawLedgerService:
         self.metrics.streams_started.inc()
         sent = count = 0
         try:
-            frames = stream_frames(self.lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
-            async for frame in frames:
-                yield frame
-                sent += len(frame)
-                count += 1
+            runs = stream_frames(self.lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
+            async with contextlib.aclosing(runs):
+                async for run in runs:
+                    for frame in run:
+                        await context.write(frame)
+                        sent += len(frame)
+                        count += 1
             code, msg = grpc.StatusCode.OK, ""
         except ENDINGS as exc:
             code, msg = _status(exc)
