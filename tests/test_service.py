@@ -284,6 +284,16 @@ async def test_read_ahead_stops_at_the_end_ledger():
         assert app.lake.fetches == 2
 
 
+async def test_objects_larger_than_the_cache_are_read_once_per_stream():
+    """Nothing is cached, yet the object that answers whether the start is in
+    range is the one the stream sends from: never read a second time."""
+    async with running_app(env_for(SHARED_LAKE, CACHE_BYTES="64KiB")) as (app, addr):
+        before = app.lake.fetches
+        got = await collect(addr, FIRST + 5, LAST)
+        assert [s for s, _ in got] == list(range(FIRST + 5, LAST + 1))
+        assert app.lake.fetches - before == 5 and len(app.lake.cache) == 0
+
+
 async def test_both_extensions_in_one_lake(tmp_path):
     lake = copy_lake(tmp_path)
     for p in objects(lake)[2:]:  # the two newest objects keep the new extension, the rest get the old

@@ -67,13 +67,14 @@ def check_start(start: int, end: int = 0, end_name: str = "end_ledger") -> None:
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{end_name} {end} is before start_ledger {start}")
 
 
-async def check_in_range(lake: Lake, start: int) -> None:
+async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
     """OUT_OF_RANGE when ``start`` is below the lake's oldest ledger. The object
-    that should hold ``start`` answers first: only when it does not hold it is
-    the oldest ledger looked up (a bisection of the key space)."""
+    that should hold ``start`` answers first, and is returned when it holds it:
+    only when it does not is the oldest ledger looked up (a bisection of the
+    key space)."""
     obj = await lake.object(lake.file_start(start))
     if obj is not None and obj.holds(start):
-        return
+        return obj
     oldest = await lake.oldest()
     if oldest is not None and start < oldest:
         oldest = await lake.oldest(refresh=True)  # the lake may have grown backwards since
@@ -81,6 +82,7 @@ async def check_in_range(lake: Lake, start: int) -> None:
             newest = await lake.newest()
             raise StreamError(grpc.StatusCode.OUT_OF_RANGE,
                               f"start_ledger {start} is below the oldest ledger in the lake; it holds {oldest}-{newest}")
+    return None
 
 
 class ReadAhead:
@@ -93,12 +95,19 @@ class ReadAhead:
         self.s = s
         self.next = first
         self.last = last  # the file holding the stream's end ledger: nothing past it is fetched
-        self.pending: dict[int, asyncio.Task] = {}
+        self.pending: dict[int, asyncio.Future] = {}
         self.sem = asyncio.Semaphore(s.num_workers)
 
     async def _fetch(self, file_start: int) -> LakeObject | None:
         async with self.sem:
             return await self.lake.object(file_start)
+
+    def hand(self, file_start: int, obj: LakeObject) -> None:
+        """An object already read: an object larger than the cache is not read twice."""
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(obj)
+        self.pending[file_start] = done
+        self.next = max(self.next, file_start + self.lake.layout.ledgers_per_file)
 
     def _held(self) -> int:
         return sum(t.result().nbytes for t in self.pending.values()
@@ -163,8 +172,10 @@ async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings,
     no generator step is spent per ledger. Setting ``stop`` (the server
     draining) ends it with UNAVAILABLE before the next run."""
     check_start(start, end)
-    await check_in_range(lake, start)
+    first = await check_in_range(lake, start)
     ahead = ReadAhead(lake, lake.file_start(start), s, lake.file_start(end) if end else None)
+    if first is not None:
+        ahead.hand(lake.file_start(start), first)
     seq, prev_hash = start, None
     try:
         while not end or seq <= end:
@@ -213,11 +224,11 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> b
     newest = await lake.newest(refresh=True)
     if newest is None or start > newest:
         return range_response([], newest or 0)
-    await check_in_range(lake, start)
+    first = await check_in_range(lake, start)
     frames: list[bytes] = []
     total, seq, prev_hash = 0, start, None
     while seq < end and len(frames) < s.range_max_ledgers:
-        obj = await lake.object(lake.file_start(seq))
+        obj = first if seq == start and first is not None else await lake.object(lake.file_start(seq))
         if obj is None or not obj.holds(seq):
             break
         if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
