@@ -8,12 +8,6 @@ decoding (1.1 GB/s; 1.9 GB/s with the thresholds below). Keeping blocks up to
 64 MiB in the heap, and up to 128 MiB of freed heap before trimming, reuses
 warm pages instead. Objects are bounded by the cache and read-ahead caps, so
 this moves the process's memory ceiling by at most the trim threshold.
-
-Decoding runs in worker threads, and glibc gives each thread its own arena
-in 64 MiB heaps that it unmaps whenever one falls empty, whatever the trim
-threshold: the same page faults again. One arena keeps every thread on the
-tuned heap (a cold stream of large ledgers took a fifth less time); a few
-large allocations per object keep its lock cheap.
 """
 
 from __future__ import annotations
@@ -27,14 +21,12 @@ log = logging.getLogger("stellar_live_source.runtime")
 # from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
 MMAP_THRESHOLD = 64 << 20
 TRIM_THRESHOLD = 128 << 20
 
 
 def tune_malloc() -> bool:
-    """Raise glibc's mmap and trim thresholds and keep one arena; False where
-    there is no glibc. Call it before any thread allocates."""
+    """Raise glibc's mmap and trim thresholds; False where there is no glibc."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -44,7 +36,6 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # musl, macOS, Windows: nothing to tune
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = all(mallopt(option, value) == 1 for option, value in (
-        (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1)))
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     log.debug("malloc thresholds %s", "raised" if ok else "left as they were")
     return ok
