@@ -12,7 +12,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..core import decode
+from ..core import decode, zstd
 from ..core.errors import CoreError
 from ..core.frame import raw_ledger_frames
 from ..core.keys import EXTENSIONS, Layout
@@ -22,11 +22,11 @@ from .storage import ObjectNotFound, Storage, StorageError
 log = logging.getLogger("stellar_live_source.lake")
 
 MANIFEST = ".config.json"
-# Objects up to this many compressed bytes (about 1 ms of decoding) are
-# decoded on the event loop: for them, a thread handoff and the GIL
-# contention they bring cost more than the decoding (7% of a cold stream of
-# small ledgers). Larger ones go to the decode threads, keeping the loop free.
-INLINE_DECODE_BYTES = 128 << 10
+# Objects that declare up to this many decompressed bytes (under 1 ms of
+# decoding) are decoded on the event loop: for them, a thread handoff and the
+# GIL contention it brings cost more than the decoding (7% of a cold stream
+# of small ledgers). Larger ones go to the decode threads, keeping the loop free.
+INLINE_DECODE_BYTES = 512 << 10
 
 
 class LakeError(Exception):
@@ -189,7 +189,8 @@ class Lake:
                               sum(len(f) for f in frames), sum(x.fallback for x in leds))
 
         try:
-            if len(raw) <= INLINE_DECODE_BYTES:
+            size = zstd.content_size(raw)  # garbage raises here as it would in decoding
+            if size is not None and size <= INLINE_DECODE_BYTES:
                 return work()
             return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
         except IndexError as exc:  # an empty batch
