@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from stellar_live_source.ops.runtime import tune_malloc
+
+# Measured as `serve` runs: with glibc's malloc thresholds raised (ops/runtime.py).
+tune_malloc()
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT.parent / "shared" / "testdata"
 

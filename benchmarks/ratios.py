@@ -7,9 +7,11 @@ SPEED = [
     ("core-large", "walk_c", "bare_zstd", 0.6, "compiled walk vs bare decompression, same bytes"),
     ("core-large", "decode_c", "bare_zstd", 0.35, "whole decode vs bare decompression"),
     ("core-large", "decode_c", "zstd_plus_sdk", 300.0, "whole decode vs bare decompression + stellar-sdk"),
+    ("core-large", "frame_c", "bare_zstd", None, "the service's decode (frames, every check) vs bare decompression"),
     ("core-large", "walk_py", "bare_zstd", None, "pure-Python walk vs bare decompression (reference)"),
     ("core-small", "walk_c", "bare_zstd", 0.6, "compiled walk vs bare decompression, small ledgers"),
     ("core-small", "decode_c", "bare_zstd", 0.35, "whole decode vs bare decompression, small ledgers"),
+    ("core-small", "frame_c", "bare_zstd", None, "the service's decode vs bare decompression, small ledgers"),
     ("core-small", "decode_c", "zstd_plus_sdk", 300.0, "whole decode vs decompression + stellar-sdk, small ledgers"),
     # service vs transport ceiling: the same range and bytes, so a ratio of times is one of MB/s and of ledgers/s
     ("service-large", "service_s", "ceiling_s", 0.7, "service vs transport ceiling in MB/s, large ledgers, cold"),

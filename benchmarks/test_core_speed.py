@@ -52,6 +52,14 @@ def test_decode_c(benchmark, obj):
     record(benchmark, group, "decode_c")
 
 
+def test_frame_c(benchmark, obj):
+    """The decode the service runs: the same checks, a RawLedger frame per ledger."""
+    group, raw, size = obj
+    framed = benchmark(decode.frame_object, raw)
+    assert framed.nbytes > size - 12 and framed.fallback == 0
+    record(benchmark, group, "frame_c")
+
+
 def test_zstd_plus_sdk(benchmark, obj):
     group, raw, size = obj
     dctx = zstandard.ZstdDecompressor()

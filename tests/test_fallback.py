@@ -86,6 +86,12 @@ def test_the_fallback_is_reported_and_verified(caplog):
     assert [led.seq for led in decoded.ledgers] == [997, 998, 999]
     assert decode.Stats.fallback_ledgers == before + 1
     assert "ledger 998" in caplog.text and "hash chain" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "stellar_live_source.core"):
+        framed = decode.frame_object(zstandard.ZstdCompressor().compress(_batch(ledgers)), unknown_arms="hash-chain")
+    assert framed.fallback == 1 and len(framed.frames) == 3
+    assert decode.Stats.fallback_ledgers == before + 2
+    assert "ledger 998" in caplog.text and "hash chain" in caplog.text
     with pytest.raises(XdrError):
         decode.decode_batch(_batch(ledgers))  # strict by default
 

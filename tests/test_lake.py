@@ -61,8 +61,8 @@ async def test_small_objects_decode_on_the_loop_and_large_ones_in_threads(tmp_pa
     write_lake(tmp_path / "small", renumber(small, 2, 62), ledgers_per_file=64)
     write_lake(tmp_path / "large", renumber(large, 2, 6), ledgers_per_file=8)
     threads = []
-    real = lake_module.decode.decode_object
-    monkeypatch.setattr(lake_module.decode, "decode_object",
+    real = lake_module.decode.frame_object
+    monkeypatch.setattr(lake_module.decode, "frame_object",
                         lambda *a, **kw: threads.append(threading.current_thread()) or real(*a, **kw))
     for name in ("small", "large"):
         lake = await Lake.open(open_storage("FS", bucket=str(tmp_path / name)), LakeSettings())

@@ -10,14 +10,27 @@ def outcome(walk, index, mode: int, fallback: bool, body: bytes):
     """Spans and facts, or the error (reason, offset, type, ledger)."""
     try:
         if mode == 0:
-            spans = walk.split_batch(body, fallback=fallback)[2]
+            start, end, spans = walk.split_batch(body, fallback=fallback)
         elif mode == 1:
             spans = walk.split_ledgers(body, fallback=fallback)
         else:
             return walk.walk_type("SCVal", body)
         for off, length, _ in spans:
             assert 0 <= off and off + length <= len(body)
-        return spans, index.index_ledgers(body, spans)
+        facts = index.index_ledgers(body, spans)
+        if mode == 0:  # frame_ledgers checks what index_ledgers only reports
+            return spans, facts, _framed(index, body, spans, start, end)
+        return spans, facts
+    except XdrError as exc:
+        return ("error", exc.reason, exc.offset, exc.type_name, exc.ledger)
+    except CoreError as exc:
+        return ("error", str(exc))
+
+
+def _framed(index, body: bytes, spans, start: int, end: int):
+    """frame_ledgers, or its error."""
+    try:
+        return index.frame_ledgers(body, spans, start, end)
     except XdrError as exc:
         return ("error", exc.reason, exc.offset, exc.type_name, exc.ledger)
     except CoreError as exc:

@@ -8,19 +8,27 @@ LedgerHeader: ledgerVersion (4), previousLedgerHash (32), StellarValue
 (variable), txSetResultHash and bucketListHash (64), ledgerSeq (4), ...
 """
 
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.string cimport memcmp
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from hashlib import sha256
 
+from stellar_live_source.core._frame_c cimport frame_c
+
 from stellar_live_source.core._walk_c cimport WalkState, w_LedgerCloseMetaExt, w_LedgerHeader, w_StellarValue
 from stellar_live_source.core._xdr cimport invariant, rd32
-from stellar_live_source.core.errors import WALK_ERRORS, XdrError
+from stellar_live_source.core.errors import WALK_ERRORS, HashError, XdrError
 
 _TRUNC = "input ends before the value does"
 
 
-cdef tuple _locate(const uint8_t[::1] b, Py_ssize_t off, Py_ssize_t length, object ledger):
-    """(lcm_v, hash_at, header_start, header_end, seq_at) of the ledger at ``off``."""
+cdef struct Located:
+    uint32_t v  # the LedgerCloseMeta arm
+    Py_ssize_t hash_at, h, he, seq_at  # header hash, header start and end, ledgerSeq
+
+
+cdef int _locate(const uint8_t[::1] b, Py_ssize_t off, Py_ssize_t length, object ledger, Located* at) except -1:
+    """Where the header parts of the ledger at ``off`` are."""
     cdef Py_ssize_t n = off + length
     cdef WalkState st
     st.code = 0
@@ -48,26 +56,75 @@ cdef tuple _locate(const uint8_t[::1] b, Py_ssize_t off, Py_ssize_t length, obje
         raise XdrError(WALK_ERRORS[st.code], st.offset, "LedgerHeader", ledger)
     # The header walk passed, so ledgerSeq (after the StellarValue and two hashes) is inside it.
     invariant(off < hash_at and hash_at + 32 == h and h + 36 <= sv_end and sv_end + 68 <= he and he <= n)
-    return v, hash_at, h, he, sv_end + 64
+    at.v, at.hash_at, at.h, at.he, at.seq_at = v, hash_at, h, he, sv_end + 64
+    return 0
 
 
 def header_span(buf, Py_ssize_t offset, Py_ssize_t length):
     """``(lcm_v, hash_at, header_start, header_end, seq_at)``: where the parts
     of the ledger header sit, for tools that rewrite headers."""
-    return _locate(buf, offset, length, None)
+    cdef Located at
+    _locate(buf, offset, length, None, &at)
+    return at.v, at.hash_at, at.h, at.he, at.seq_at
 
 
 def index_ledgers(buf, spans, Py_ssize_t first=0):
     """One ``(seq, lcm_v, protocol, hash, prev, hash_ok)`` per ``(offset, length, ...)`` span."""
     cdef const uint8_t[::1] b = buf
     cdef const char* c = <const char*>&b[0] if b.shape[0] else NULL
-    cdef Py_ssize_t i = first, hash_at, h, he, seq_at
+    cdef Py_ssize_t i = first
+    cdef Located at
     mv = memoryview(buf)
     out = []
     for span in spans:
-        v, hash_at, h, he, seq_at = _locate(b, span[0], span[1], i)
-        own = PyBytes_FromStringAndSize(c + hash_at, 32)
-        out.append((rd32(&b[seq_at]), v, rd32(&b[h]), own, PyBytes_FromStringAndSize(c + h + 4, 32),
-                    sha256(mv[h:he]).digest() == own))
+        _locate(b, span[0], span[1], i, &at)
+        own = PyBytes_FromStringAndSize(c + at.hash_at, 32)
+        out.append((rd32(&b[at.seq_at]), at.v, rd32(&b[at.h]), own, PyBytes_FromStringAndSize(c + at.h + 4, 32),
+                    sha256(mv[at.h:at.he]).digest() == own))
         i += 1
     return out
+
+
+def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
+    """The RawLedger frames of a batch's ledgers, checked one by one on the
+    way: the batch bounds ``start``-``end`` number the spans; each ledger's
+    sequence must be its number (XdrError) and, with ``verify``, its header
+    must hash to its hash and name the previous ledger's (HashError).
+
+    Returns ``(frames, first_prev, last_hash, nbytes, fallback)``: what a
+    stream needs of an object, with no Python object per ledger but its frame.
+    """
+    cdef const uint8_t[::1] b = buf
+    cdef const char* c = <const char*>&b[0] if b.shape[0] else NULL
+    cdef Py_ssize_t i, count = len(spans), off, nbytes = 0, fallback = 0
+    cdef uint32_t seq
+    cdef Located at
+    cdef bytes own, frame, prev_hash = None, first_prev = None
+    if end < start or <int64_t>end - <int64_t>start + 1 != count:
+        raise XdrError(f"batch bounds {start}-{end} do not match its {count} ledgers", 0, "LedgerCloseMetaBatch")
+    mv = memoryview(buf)
+    frames = []
+    for i in range(count):
+        span = spans[i]
+        off = span[0]
+        _locate(b, off, span[1], i, &at)
+        seq = rd32(&b[at.seq_at])
+        if seq != start + i:
+            raise XdrError(f"ledger sequence {seq} where the batch bounds {start}-{end} put {start + i}",
+                           off, "LedgerCloseMetaBatch", i)
+        own = PyBytes_FromStringAndSize(c + at.hash_at, 32)
+        if i == 0:
+            first_prev = PyBytes_FromStringAndSize(c + at.h + 4, 32)
+        if verify:
+            if sha256(mv[at.h:at.he]).digest() != own:
+                raise HashError(f"ledger {seq}: header hash does not match SHA-256 of the header (at byte {off})")
+            if prev_hash is not None and memcmp(c + at.h + 4, <const char*>prev_hash, 32) != 0:
+                raise HashError(
+                    f"ledger {seq}: previousLedgerHash {(c + at.h + 4)[:32].hex()} is not the hash of ledger "
+                    f"{seq - 1} ({prev_hash.hex()}) (at byte {off})")
+        prev_hash = own
+        frame = frame_c(seq, <const unsigned char*>c + off, span[1])
+        nbytes += len(frame)
+        fallback += <bint>span[2]
+        frames.append(frame)
+    return frames, first_prev, prev_hash, nbytes, fallback

@@ -6,8 +6,9 @@ import struct
 from hashlib import sha256
 
 from . import _walk_gen_py as gen
+from ._frame_py import raw_ledger_frame
 from ._walk_py import _State
-from .errors import WALK_ERRORS, XdrError
+from .errors import WALK_ERRORS, HashError, XdrError
 
 _TRUNC = "input ends before the value does"
 _u32 = struct.Struct(">I").unpack_from
@@ -51,3 +52,32 @@ def index_ledgers(buf, spans, first: int = 0):
         own = bytes(b[hash_at:hash_at + 32])
         out.append((_u32(b, seq_at)[0], v, _u32(b, h)[0], own, bytes(b[h + 4:h + 36]), sha256(b[h:he]).digest() == own))
     return out
+
+
+def frame_ledgers(buf, spans, start: int, end: int, verify: bool = True):
+    b = memoryview(buf).cast("B")
+    if end < start or end - start + 1 != len(spans):
+        raise XdrError(f"batch bounds {start}-{end} do not match its {len(spans)} ledgers", 0, "LedgerCloseMetaBatch")
+    frames, first_prev, prev_hash, nbytes, fallback = [], None, None, 0, 0
+    for i, span in enumerate(spans):
+        off = span[0]
+        _, hash_at, h, he, seq_at = _locate(b, off, span[1], i)
+        seq = _u32(b, seq_at)[0]
+        if seq != start + i:
+            raise XdrError(f"ledger sequence {seq} where the batch bounds {start}-{end} put {start + i}",
+                           off, "LedgerCloseMetaBatch", i)
+        own = bytes(b[hash_at:hash_at + 32])
+        if i == 0:
+            first_prev = bytes(b[h + 4:h + 36])
+        if verify:
+            if sha256(b[h:he]).digest() != own:
+                raise HashError(f"ledger {seq}: header hash does not match SHA-256 of the header (at byte {off})")
+            if prev_hash is not None and b[h + 4:h + 36] != prev_hash:
+                raise HashError(f"ledger {seq}: previousLedgerHash {bytes(b[h + 4:h + 36]).hex()} is not the hash of "
+                                f"ledger {seq - 1} ({prev_hash.hex()}) (at byte {off})")
+        prev_hash = own
+        frame = raw_ledger_frame(seq, b, off, span[1])
+        nbytes += len(frame)
+        fallback += bool(span[2])
+        frames.append(frame)
+    return frames, first_prev, prev_hash, nbytes, fallback

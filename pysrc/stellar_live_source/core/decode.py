@@ -59,14 +59,18 @@ class Stats:
     fallback_ledgers = 0
 
 
+def _fallback(seq: int, offset: int, length: int) -> None:
+    Stats.fallback_ledgers += 1
+    log.warning("ledger %d (offset %d, %d bytes) delimited by the hash chain: its XDR has a union arm "
+                "newer than this build's grammar", seq, offset, length)
+
+
 def _ledgers(data: bytes, spans: list, first: int = 0) -> list[Ledger]:
     facts = index.index_ledgers(data, spans, first)
     out = [Ledger(f[0], f[1], f[2], s[0], s[1], f[3], f[4], f[5], s[2]) for f, s in zip(facts, spans)]
     for led in out:
         if led.fallback:
-            Stats.fallback_ledgers += 1
-            log.warning("ledger %d (offset %d, %d bytes) delimited by the hash chain: its XDR has a union arm "
-                        "newer than this build's grammar", led.seq, led.offset, led.length)
+            _fallback(led.seq, led.offset, led.length)
     return out
 
 
@@ -109,6 +113,33 @@ def decode_object(raw, *, max_size: int = zstd.DEFAULT_MAX_SIZE, verify: bool = 
                   unknown_arms: str = "error", max_depth: int = walk.DEFAULT_MAX_DEPTH) -> Decoded:
     """Decode one datalake object: zstd-compressed LedgerCloseMetaBatch."""
     return decode_batch(zstd.decompress(raw, max_size), verify=verify, unknown_arms=unknown_arms, max_depth=max_depth)
+
+
+class Framed(NamedTuple):
+    """A decoded object as streams need it: one RawLedger frame per ledger."""
+
+    start: int  # batch bounds
+    end: int
+    frames: list[bytes]
+    first_prev: bytes  # previousLedgerHash of the first ledger
+    last_hash: bytes  # hash of the last ledger
+    nbytes: int  # of all frames
+    fallback: int  # ledgers delimited by the hash-chain fallback
+
+
+def frame_object(raw, *, max_size: int = zstd.DEFAULT_MAX_SIZE, verify: bool = True,
+                 unknown_arms: str = "error", max_depth: int = walk.DEFAULT_MAX_DEPTH) -> Framed:
+    """``decode_object`` for serving: the same checks, ledger by ledger, and
+    each ledger's RawLedger frame instead of a ``Ledger`` (no Python object
+    per ledger but its frame). A batch without ledgers is an XdrError."""
+    data = zstd.decompress(raw, max_size)
+    start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
+    frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify)
+    if fallback:
+        for i, (offset, length, flagged) in enumerate(spans):
+            if flagged:
+                _fallback(start + i, offset, length)
+    return Framed(start, end, frames, first_prev, last_hash, nbytes, fallback)
 
 
 def _records(data: bytes) -> list[tuple[int, int]]:

@@ -4,7 +4,8 @@ from ._backend import select
 
 _impl = select("_index")
 
+frame_ledgers = _impl.frame_ledgers
 header_span = _impl.header_span
 index_ledgers = _impl.index_ledgers
 
-__all__ = ["header_span", "index_ledgers"]
+__all__ = ["frame_ledgers", "header_span", "index_ledgers"]

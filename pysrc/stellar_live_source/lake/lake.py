@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from ..core import decode, zstd
 from ..core.errors import CoreError
-from ..core.frame import raw_ledger_frames
 from ..core.keys import EXTENSIONS, Layout
 from .objects import LakeObject, ObjectCache
 from .storage import ObjectNotFound, Storage, StorageError
@@ -182,19 +181,13 @@ class Lake:
         s = self.settings
 
         def work() -> LakeObject:
-            d = decode.decode_object(raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms)
-            leds = d.ledgers
-            frames = raw_ledger_frames(d.data, [x.seq for x in leds], [x.offset for x in leds], [x.length for x in leds])
-            return LakeObject(key, d.start, d.end, frames, leds[0].prev, leds[-1].hash,
-                              sum(len(f) for f in frames), sum(x.fallback for x in leds))
+            f = decode.frame_object(raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms)
+            return LakeObject(key, f.start, f.end, f.frames, f.first_prev, f.last_hash, f.nbytes, f.fallback)
 
-        try:
-            size = zstd.content_size(raw)  # garbage raises here as it would in decoding
-            if size is not None and size <= INLINE_DECODE_BYTES:
-                return work()
-            return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
-        except IndexError as exc:  # an empty batch
-            raise CoreError(f"object {key} holds no ledgers") from exc
+        size = zstd.content_size(raw)  # garbage raises here as it would in decoding
+        if size is not None and size <= INLINE_DECODE_BYTES:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
 
     # -- the ends of the lake --
     async def newest(self, refresh: bool = False) -> int | None:
