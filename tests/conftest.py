@@ -54,3 +54,10 @@ def outcome(fn, *args):
         return "ok", fn(*args)
     except Exception as exc:  # noqa: BLE001 - comparing whatever each twin raises
         return type(exc), str(exc)
+
+
+def batch(ledgers: list[bytes], start: int, end: int | None = None) -> bytes:
+    """A LedgerCloseMetaBatch of ``ledgers``, its bounds from ``start`` unless ``end`` says otherwise."""
+    from stellar_live_source.tools.pack import batch_xdr
+
+    return batch_xdr(start, start + len(ledgers) - 1 if end is None else end, ledgers)

@@ -16,17 +16,13 @@ from stellar_live_source.core import decode
 from stellar_live_source.core.errors import CoreError, HashError, XdrError, ZstdError
 
 from .conftest import LEDGERS, needs_testdata
+from .conftest import batch as _batch
 from .fuzz.agree import assert_twins_agree
 
 pytestmark = needs_testdata
 
 SMALL = LEDGERS / "empty" / "StellarCN+py-stellar-base__10_v1_2cb7f4dd.xdr"
 BATCH_997 = LEDGERS / "testnet" / "datastore_testbucket_997-999" / "FFFFFFFF--0-63999" / "FFFFFC1A--997.xdr.zst"
-
-
-def _batch(ledgers: list[bytes], start: int, end: int | None = None) -> bytes:
-    end = start + len(ledgers) - 1 if end is None else end
-    return struct.pack(">III", start, end, len(ledgers)) + b"".join(ledgers)
 
 
 def test_every_truncation_of_a_small_ledger_is_a_clear_error(twin):

@@ -12,7 +12,7 @@ import zstandard
 from stellar_live_source.core import decode
 from stellar_live_source.core.errors import XdrError
 
-from .conftest import LEDGERS, needs_testdata
+from .conftest import LEDGERS, batch, needs_testdata
 
 pytestmark = needs_testdata
 
@@ -42,7 +42,7 @@ def _with_unknown_arm(twin, xdr: bytes, where: str) -> bytes:
 
 
 def _batch(ledgers: list[bytes]) -> bytes:
-    return struct.pack(">III", 997, 997 + len(ledgers) - 1, len(ledgers)) + b"".join(ledgers)
+    return batch(ledgers, 997)
 
 
 @pytest.mark.parametrize("where", ["lcm", "txset"])

@@ -5,7 +5,6 @@ refuses, with the same errors, in both twins."""
 from __future__ import annotations
 
 import hashlib
-import struct
 
 import pytest
 import zstandard
@@ -16,16 +15,12 @@ from stellar_live_source.core.frame import parse_raw_ledger
 from stellar_live_source.tools.pack import renumber
 
 from .conftest import LEDGERS, TESTDATA, needs_testdata, outcome
+from .conftest import batch as _batch
 
 pytestmark = needs_testdata
 
 L10 = (LEDGERS / "empty" / "StellarCN+py-stellar-base__10_v1_2cb7f4dd.xdr").read_bytes()
 L11 = (LEDGERS / "empty" / "StellarCN+py-stellar-base__11_v1_ef704c4f.xdr").read_bytes()
-
-
-def _batch(ledgers: list[bytes], start: int, end: int | None = None) -> bytes:
-    end = start + len(ledgers) - 1 if end is None else end
-    return struct.pack(">III", start, end, len(ledgers)) + b"".join(ledgers)
 
 
 def _frames(twin, data: bytes, verify: bool = True):
