@@ -4,6 +4,7 @@ a folder: order, bytes, statuses, the tip, gaps, corruption, cancels, drains."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 
 import grpc
@@ -292,6 +293,30 @@ async def test_objects_larger_than_the_cache_are_read_once_per_stream():
         got = await collect(addr, FIRST + 5, LAST)
         assert [s for s, _ in got] == list(range(FIRST + 5, LAST + 1))
         assert app.lake.fetches - before == 5 and len(app.lake.cache) == 0
+
+
+@pytest.mark.parametrize("budget_objects,most_fetched", [(1, 2), (2, 3)])
+async def test_read_ahead_counts_fetches_still_running_against_its_byte_budget(budget_objects, most_fetched):
+    """Eight workers must not start eight fetches when the budget holds one or
+    two objects: each running fetch counts at the size of the last object."""
+    from stellar_live_source.lake.lake import Lake, LakeSettings
+    from stellar_live_source.lake.storage import open_storage
+    from stellar_live_source.server.stream import StreamSettings, stream_frames
+
+    lake = await Lake.open(open_storage("FS", bucket=str(SHARED_LAKE)), LakeSettings(cache_bytes=1))
+    try:
+        size = (await lake.object(FIRST)).nbytes  # the five objects are about the same size
+        await lake.newest()  # read once, before counting
+        before = lake.fetches
+        s = StreamSettings(buffer_size=16, num_workers=8, readahead_bytes=budget_objects * size)
+        async with contextlib.aclosing(stream_frames(lake, FIRST, LAST, s)) as runs:
+            first = await anext(runs)
+            await asyncio.sleep(0.3)  # the fetches it started land (a folder: milliseconds)
+            assert len(first) == 64
+            assert lake.fetches - before == most_fetched  # the object sent, and what the budget holds
+            assert [len(r) async for r in runs] == [64] * 4  # and the rest of the stream is all there
+    finally:
+        await lake.close()
 
 
 async def test_both_extensions_in_one_lake(tmp_path):

@@ -88,7 +88,9 @@ async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
 class ReadAhead:
     """Up to ``buffer_size`` objects fetched ahead of the one being sent, at
     most ``num_workers`` at once, and no more once ``readahead_bytes`` of
-    fetched objects wait unsent. Never past the lake's known tip."""
+    fetched objects wait unsent, counting each fetch still running at the size
+    of the last object seen (else eight fetches of large objects would more
+    than double the bound). Never past the lake's known tip."""
 
     def __init__(self, lake: Lake, first: int, s: StreamSettings, last: int | None = None):
         self.lake = lake
@@ -97,10 +99,14 @@ class ReadAhead:
         self.last = last  # the file holding the stream's end ledger: nothing past it is fetched
         self.pending: dict[int, asyncio.Future] = {}
         self.sem = asyncio.Semaphore(s.num_workers)
+        self.object_bytes: int | None = None  # of the last object seen; None: no size known yet
 
     async def _fetch(self, file_start: int) -> LakeObject | None:
         async with self.sem:
-            return await self.lake.object(file_start)
+            obj = await self.lake.object(file_start)
+        if obj is not None:
+            self.object_bytes = obj.nbytes
+        return obj
 
     def hand(self, file_start: int, obj: LakeObject) -> None:
         """An object already read: an object larger than the cache is not read twice."""
@@ -108,10 +114,18 @@ class ReadAhead:
         done.set_result(obj)
         self.pending[file_start] = done
         self.next = max(self.next, file_start + self.lake.layout.ledgers_per_file)
+        self.object_bytes = obj.nbytes
 
     def _held(self) -> int:
-        return sum(t.result().nbytes for t in self.pending.values()
-                   if t.done() and not t.cancelled() and t.exception() is None and t.result() is not None)
+        """Bytes waiting unsent, fetches still running counted at the last
+        size seen (at the whole budget while no size is known: one at a time)."""
+        held = running = 0
+        for t in self.pending.values():
+            if not t.done():
+                running += 1
+            elif not t.cancelled() and t.exception() is None and t.result() is not None:
+                held += t.result().nbytes
+        return held + running * (self.s.readahead_bytes if self.object_bytes is None else self.object_bytes)
 
     def _fill(self, newest: int | None) -> None:
         lpf = self.lake.layout.ledgers_per_file
