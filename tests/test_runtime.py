@@ -1,4 +1,4 @@
-"""serve raises glibc's malloc thresholds (see ops/runtime.py)."""
+"""serve raises glibc's malloc thresholds and keeps one arena (see ops/runtime.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,37 @@ def test_decoding_reuses_warm_pages_once_tuned():
     faults = {mode: int(subprocess.run([sys.executable, "-c", CODE, mode, str(LARGE[0])], capture_output=True,
                                        text=True, check=True).stdout) for mode in ("on", "off")}
     assert faults["on"] * 3 < faults["off"], faults
+
+
+ARENAS = """
+import ctypes, ctypes.util, sys, threading
+from stellar_live_source.ops.runtime import tune_malloc
+if sys.argv[1] == "on":
+    assert tune_malloc()
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = (ctypes.c_void_p,)
+together = threading.Barrier(3)
+def work():  # decode workers, all alive at once: each allocates an object's buffers
+    p = libc.malloc(1 << 20)
+    together.wait()
+    libc.free(p)
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_threads_share_one_arena_once_tuned():
+    """Buffers a decode thread allocates and the event loop frees go back to
+    the arena every thread allocates from."""
+    arenas = {mode: subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True,
+                                   check=True).stderr.count("Arena ") for mode in ("on", "off")}
+    assert arenas["on"] == 1 and arenas["off"] > 1, arenas
 
 
 def test_tuning_is_harmless_to_call_twice():

@@ -8,6 +8,15 @@ decoding (1.1 GB/s; 1.9 GB/s with the thresholds below). Keeping blocks up to
 64 MiB in the heap, and up to 128 MiB of freed heap before trimming, reuses
 warm pages instead. Objects are bounded by the cache and read-ahead caps, so
 this moves the process's memory ceiling by at most the trim threshold.
+
+One arena for every thread, too: glibc gives each new thread its own, so a
+decode thread's buffers, freed by the event loop when the cache evicts them,
+go back to an arena the next object's decoding may not be using, and pages
+keep being handed back and faulted in again. Measured on a warm process
+streaming 473 MB of large ledgers: 10-12k page faults a pass with an arena per
+thread, none with one; the first pass of a fresh process 28-30k instead of
+35-47k. The threads that allocate big blocks are few (two decode workers), so
+the one arena's lock is not contended.
 """
 
 from __future__ import annotations
@@ -21,12 +30,15 @@ log = logging.getLogger("stellar_live_source.runtime")
 # from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 MMAP_THRESHOLD = 64 << 20
 TRIM_THRESHOLD = 128 << 20
 
 
 def tune_malloc() -> bool:
-    """Raise glibc's mmap and trim thresholds; False where there is no glibc."""
+    """Raise glibc's mmap and trim thresholds and keep one arena; False where
+    there is no glibc. Call it before starting threads: a thread that has
+    already allocated keeps the arena it was given."""
     name = ctypes.util.find_library("c")
     if not name:
         return False
@@ -36,6 +48,7 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # musl, macOS, Windows: nothing to tune
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    log.debug("malloc thresholds %s", "raised" if ok else "left as they were")
+    ok = all(mallopt(opt, value) == 1 for opt, value in
+             ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1)))
+    log.debug("malloc %s", "tuned" if ok else "left as it was")
     return ok
