@@ -24,16 +24,28 @@ from .conftest import LEDGERS, TESTDATA
 SHARED_LAKE = TESTDATA / "lakes" / "testnet_1410048-1410367_lpf64_fpp10"
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each socket stays bound until all are
+    picked, or the kernel may hand the same port out twice (it does: about
+    one pick in ten repeats one of the previous few thousand)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def env_for(lake: Path | str, **extra) -> dict[str, str]:
+    grpc_port, health_port, metrics_port = free_ports(3)
     env = {
-        "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(free_port()), "HEALTH_PORT": str(free_port()),
-        "METRICS_PORT": str(free_port()), "STORAGE_TYPE": "FS", "BUCKET_NAME": str(lake),
+        "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(grpc_port), "HEALTH_PORT": str(health_port),
+        "METRICS_PORT": str(metrics_port), "STORAGE_TYPE": "FS", "BUCKET_NAME": str(lake),
         "POLL_INTERVAL": "100ms", "RETRY_BACKOFF": "50ms", "MISSING_OBJECT_WAIT": "1s",
         "GRACEFUL_SHUTDOWN_TIMEOUT": "2s", "LOG_LEVEL": "info",
     }
