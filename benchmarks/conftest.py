@@ -10,7 +10,7 @@ import pytest
 
 from stellar_live_source.ops.runtime import tune_malloc
 
-# Measured as `serve` runs: with glibc's malloc thresholds raised (ops/runtime.py).
+# Measured as `serve` runs: with glibc's malloc tuned (ops/runtime.py).
 tune_malloc()
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,6 +16,8 @@ SPEED = [
     # service vs transport ceiling: the same range and bytes, so a ratio of times is one of MB/s and of ledgers/s
     ("service-large", "service_s", "ceiling_s", 0.7, "service vs transport ceiling in MB/s, large ledgers, cold"),
     ("service-small", "service_s", "ceiling_s", 0.9, "service vs transport ceiling in ledgers/s, small ledgers, cold"),
+    ("service-large", "warm_s", "ceiling_s", None, "service from its cache (nothing read or decoded) vs ceiling, large"),
+    ("service-small", "warm_s", "ceiling_s", None, "service from its cache (nothing read or decoded) vs ceiling, small"),
     ("service-fanout", "peak_rss_MiB", "limit_MiB", 1.0, "(CACHE_BYTES + 256 MiB) / server peak RSS, 32 clients"),
     ("storage-latency", "service_s", "bare_s", 0.8, "service / bare boto3 objects per second, 50 ms per request"),
     ("tip-latency", "max_ms", "goal_ms", 1.0, "(poll interval + 100 ms) / worst tip latency"),
@@ -23,7 +25,7 @@ SPEED = [
 
 # (group, name, unit): absolute figures printed beside the ratios
 FIGURES = [
-    *((f"service-{size}", f"{server}_{name}", unit) for size in ("large", "small") for server in ("ceiling", "service")
+    *((f"service-{size}", f"{server}_{name}", unit) for size in ("large", "small") for server in ("ceiling", "service", "warm")
       for name, unit in (("MB/s", "MB/s"), ("ledgers/s", "ledgers/s"), ("cpu_s/GB", "server CPU-seconds per GB"))),
     *((f"service-{size}", "paired_ratio", "service/ceiling, median of the rounds' own pairs")
       for size in ("large", "small")),

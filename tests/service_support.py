@@ -26,8 +26,8 @@ SHARED_LAKE = TESTDATA / "lakes" / "testnet_1410048-1410367_lpf64_fpp10"
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free ports: each socket stays bound until all are
-    picked, or the kernel may hand the same port out twice (it does: about
-    one pick in ten repeats one of the previous few thousand)."""
+    picked, or the kernel may hand the same port out twice (4 triples of
+    separate picks in 20,000 had a repeat here)."""
     with contextlib.ExitStack() as held:
         ports = []
         for _ in range(n):
