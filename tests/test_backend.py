@@ -33,6 +33,17 @@ def test_every_selector_loaded_the_compiled_module():
         assert impl.__file__.endswith((".so", ".pyd")), impl.__file__
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libcrypto found through hashlib's _hashlib")
+def test_compiled_header_hashes_call_libcrypto_directly():
+    """Not a hashlib object per header (about four times the cost); the debug
+    build checks every such hash against hashlib."""
+    from stellar_live_source.core import index
+
+    if not compiled_expected():
+        pytest.skip("STELLAR_LIVE_SOURCE_NO_EXTENSIONS is set")
+    assert index.SHA256 == "libcrypto"
+
+
 def test_the_environment_variable_forces_the_pure_twins():
     code = (
         "import importlib, stellar_live_source.core as c; print(c.BACKEND); "

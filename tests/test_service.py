@@ -239,7 +239,7 @@ async def test_health_reflection_and_metrics():
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    from stellar_live_source.core import BACKEND
+    from stellar_live_source.core import BACKEND, index
 
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
         async with grpc.aio.insecure_channel(addr) as channel:
@@ -257,11 +257,12 @@ async def test_health_reflection_and_metrics():
         health = json.loads(await loop.run_in_executor(None, lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read()))
         assert health["status"] == "SERVING" and health["core_backend"] == BACKEND
+        assert health["header_hash"] == index.SHA256
         assert health["newest_ledger"] == LAST
         metrics = (await loop.run_in_executor(None, lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{app.bound.metrics_port}/metrics", timeout=5).read())).decode()
         assert "stellar_live_source_ledgers_sent_total 10.0" in metrics
-        assert f'core_backend="{BACKEND}"' in metrics
+        assert f'core_backend="{BACKEND}"' in metrics and f'header_hash="{index.SHA256}"' in metrics
         app.service.draining.set()
         status = await loop.run_in_executor(None, lambda: _http_status(f"http://127.0.0.1:{app.bound.health_port}/ready"))
         assert status == 503

@@ -2,6 +2,8 @@ from collections.abc import Iterable, Sequence
 
 from typing_extensions import Buffer
 
+SHA256: str  # "libcrypto" (the one hashlib loaded, called directly) or "hashlib"
+
 # seq, lcm_v, protocol, hash, prev, hash_ok
 LedgerFacts = tuple[int, int, int, bytes, bytes, bool]
 

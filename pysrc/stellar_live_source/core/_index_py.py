@@ -11,6 +11,7 @@ from ._walk_py import _State
 from .errors import WALK_ERRORS, HashError, XdrError
 
 _TRUNC = "input ends before the value does"
+SHA256 = "hashlib"
 _u32 = struct.Struct(">I").unpack_from
 
 

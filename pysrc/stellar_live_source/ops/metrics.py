@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
 
 from .. import __version__
-from ..core import BACKEND
+from ..core import BACKEND, index
 from ..core import decode as core_decode
 from ..core.zstd import ZSTD_VERSION
 
@@ -17,7 +17,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.info = Info(f"{PREFIX}_build", "Version and loaded core backend", registry=r)
-        self.info.info({"version": __version__, "core_backend": BACKEND, "zstd": ZSTD_VERSION})
+        self.info.info({"version": __version__, "core_backend": BACKEND, "zstd": ZSTD_VERSION, "header_hash": index.SHA256})
         self.streams_active = Gauge(f"{PREFIX}_streams_active", "Streams being served", registry=r)
         self.streams_started = Counter(f"{PREFIX}_streams_started", "Streams started", registry=r)
         self.streams_ended = Counter(f"{PREFIX}_streams_ended", "Streams ended, by gRPC status",

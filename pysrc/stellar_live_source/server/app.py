@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .. import __version__, api
-from ..core import BACKEND
+from ..core import BACKEND, index
 from ..core.zstd import ZSTD_VERSION
 from ..lake.lake import Lake, LakeSettings
 from ..lake.storage import open_storage
@@ -153,6 +153,7 @@ class App:
             "version": __version__,
             "core_backend": BACKEND,
             "zstd": ZSTD_VERSION,
+            "header_hash": index.SHA256,
             "storage": lake.storage.description if lake else None,
             "newest_ledger": lake._newest[1] if lake and lake._newest else None,
             "oldest_ledger": lake._oldest if lake else None,
