@@ -8,81 +8,20 @@ LedgerHeader: ledgerVersion (4), previousLedgerHash (32), StellarValue
 (variable), txSetResultHash and bucketListHash (64), ledgerSeq (4), ...
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.string cimport memcmp
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from hashlib import sha256
 
 from stellar_live_source.core._frame_c cimport frame_c
 
-from stellar_live_source.core._walk_c cimport WalkState, w_LedgerCloseMetaExt, w_LedgerHeader, w_StellarValue
-from stellar_live_source.core._xdr cimport DEBUG_BUILD, invariant, rd32
+from stellar_live_source.core._walk_c cimport (
+    WalkState, header_hash_is, w_LedgerCloseMetaExt, w_LedgerHeader, w_StellarValue,
+)
+from stellar_live_source.core._walk_c import SHA256  # what hashes the headers (see _walk_c)
+from stellar_live_source.core._xdr cimport invariant, rd32
 from stellar_live_source.core.errors import WALK_ERRORS, HashError, XdrError
 
 _TRUNC = "input ends before the value does"
-
-# Header hashes. A hashlib object per header costs about 1.1 us, most of it
-# Python calls around a 300-byte digest. OpenSSL's SHA256_Init/Update/Final,
-# from the libcrypto hashlib itself loaded, take 0.26 us (its one-shot SHA256
-# goes through EVP and takes 0.95). Used only if they give the known digest
-# of "abc"; else (no _hashlib, Windows, a libcrypto without them) hashlib, as
-# before. SHA256 names the one in use.
-ctypedef int (*sha_init_fn)(void* ctx) noexcept nogil
-ctypedef int (*sha_update_fn)(void* ctx, const void* d, size_t n) noexcept nogil
-ctypedef int (*sha_final_fn)(unsigned char* md, void* ctx) noexcept nogil
-cdef sha_init_fn _sha_init = NULL
-cdef sha_update_fn _sha_update = NULL
-cdef sha_final_fn _sha_final = NULL
-
-cdef struct ShaCtx:  # room for SHA256_CTX (112 bytes in OpenSSL 1.1 and 3) and then some
-    uint64_t words[64]
-
-_ABC = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-
-
-def _find_libcrypto_sha256():
-    try:
-        import ctypes
-        import _hashlib
-        lib = ctypes.CDLL(_hashlib.__file__)  # its dependencies' symbols too: the libcrypto it uses
-        return [ctypes.cast(getattr(lib, f"SHA256_{part}"), ctypes.c_void_p).value for part in ("Init", "Update", "Final")]
-    except (ImportError, OSError, AttributeError):
-        return None
-
-
-cdef bint _sha256(const void* d, size_t n, unsigned char* md) noexcept nogil:
-    cdef ShaCtx ctx
-    return _sha_init(&ctx) == 1 and _sha_update(&ctx, d, n) == 1 and _sha_final(md, &ctx) == 1
-
-
-cdef bint _take(object found):
-    global _sha_init, _sha_update, _sha_final
-    cdef unsigned char md[32]
-    cdef bytes expected = _ABC
-    if not found or not all(found):
-        return False
-    _sha_init = <sha_init_fn><uintptr_t>found[0]
-    _sha_update = <sha_update_fn><uintptr_t>found[1]
-    _sha_final = <sha_final_fn><uintptr_t>found[2]
-    if not _sha256(<const char*>b"abc", 3, md) or memcmp(md, <const char*>expected, 32) != 0:
-        _sha_init = NULL
-    return _sha_init != NULL
-
-
-SHA256 = "libcrypto" if _take(_find_libcrypto_sha256()) else "hashlib"
-
-
-cdef bint _hash_is(const uint8_t* b, Py_ssize_t h, Py_ssize_t he, bytes own, object mv) except -1:
-    """Whether SHA-256 of ``b[h:he]`` (the header) is ``own``."""
-    cdef unsigned char md[32]
-    cdef bint same
-    # A few hundred bytes: not worth letting the GIL go.
-    if _sha_init == NULL or not _sha256(b + h, he - h, md):
-        return sha256(mv[h:he]).digest() == own
-    same = memcmp(md, <const char*>own, 32) == 0
-    if DEBUG_BUILD:
-        invariant(same == (sha256(mv[h:he]).digest() == own))
-    return same
 
 
 cdef struct Located:
@@ -137,13 +76,12 @@ def index_ledgers(buf, spans, Py_ssize_t first=0):
     cdef const char* c = <const char*>&b[0] if b.shape[0] else NULL
     cdef Py_ssize_t i = first
     cdef Located at
-    mv = memoryview(buf)
     out = []
     for span in spans:
         _locate(b, span[0], span[1], i, &at)
         own = PyBytes_FromStringAndSize(c + at.hash_at, 32)
         out.append((rd32(&b[at.seq_at]), at.v, rd32(&b[at.h]), own, PyBytes_FromStringAndSize(c + at.h + 4, 32),
-                    _hash_is(&b[0], at.h, at.he, own, mv)))
+                    header_hash_is(&b[0], at.h, at.he, <const uint8_t*>c + at.hash_at, buf)))
         i += 1
     return out
 
@@ -165,7 +103,6 @@ def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
     cdef bytes own, frame, prev_hash = None, first_prev = None
     if end < start or <int64_t>end - <int64_t>start + 1 != count:
         raise XdrError(f"batch bounds {start}-{end} do not match its {count} ledgers", 0, "LedgerCloseMetaBatch")
-    mv = memoryview(buf)
     frames = []
     for i in range(count):
         span = spans[i]
@@ -179,7 +116,7 @@ def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
         if i == 0:
             first_prev = PyBytes_FromStringAndSize(c + at.h + 4, 32)
         if verify:
-            if not _hash_is(&b[0], at.h, at.he, own, mv):
+            if not header_hash_is(&b[0], at.h, at.he, <const uint8_t*>c + at.hash_at, buf):
                 raise HashError(f"ledger {seq}: header hash does not match SHA-256 of the header (at byte {off})")
             if prev_hash is not None and memcmp(c + at.h + 4, <const char*>prev_hash, 32) != 0:
                 raise HashError(

@@ -9,7 +9,8 @@ hash-chain fallback for union arms newer than the grammar. Its pure-Python twin
 is ``stellar_live_source.core._walk_py``.
 """
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcmp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
 from hashlib import sha256
@@ -61,6 +62,73 @@ cdef class _View:
         PyBuffer_Release(&self.view)
 
 
+# Header hashes, for the index and the hash-chain fallback. A hashlib object
+# per header costs about 1.1 us, most of it Python calls around a 300-byte
+# digest. OpenSSL's SHA256_Init/Update/Final, from the libcrypto hashlib itself
+# loaded, take 0.26 us (its one-shot SHA256 goes through EVP and takes 0.95).
+# Used only if they give the known digest of "abc"; else (no _hashlib,
+# Windows, a libcrypto without them) hashlib, as before. SHA256 names the one
+# in use.
+ctypedef int (*sha_init_fn)(void* ctx) noexcept nogil
+ctypedef int (*sha_update_fn)(void* ctx, const void* d, size_t n) noexcept nogil
+ctypedef int (*sha_final_fn)(unsigned char* md, void* ctx) noexcept nogil
+cdef sha_init_fn _sha_init = NULL
+cdef sha_update_fn _sha_update = NULL
+cdef sha_final_fn _sha_final = NULL
+
+cdef struct ShaCtx:  # room for SHA256_CTX (112 bytes in OpenSSL 1.1 and 3) and then some
+    uint64_t words[64]
+
+_ABC = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+
+
+def _find_libcrypto_sha256():
+    try:
+        import ctypes
+        import _hashlib
+        lib = ctypes.CDLL(_hashlib.__file__)  # its dependencies' symbols too: the libcrypto it uses
+        return [ctypes.cast(getattr(lib, f"SHA256_{part}"), ctypes.c_void_p).value for part in ("Init", "Update", "Final")]
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+cdef bint _sha256(const void* d, size_t n, unsigned char* md) noexcept nogil:
+    cdef ShaCtx ctx
+    return _sha_init(&ctx) == 1 and _sha_update(&ctx, d, n) == 1 and _sha_final(md, &ctx) == 1
+
+
+cdef bint _take(object found):
+    global _sha_init, _sha_update, _sha_final
+    cdef unsigned char md[32]
+    cdef bytes expected = _ABC
+    if not found or not all(found):
+        return False
+    _sha_init = <sha_init_fn><uintptr_t>found[0]
+    _sha_update = <sha_update_fn><uintptr_t>found[1]
+    _sha_final = <sha_final_fn><uintptr_t>found[2]
+    if not _sha256(<const char*>b"abc", 3, md) or memcmp(md, <const char*>expected, 32) != 0:
+        _sha_init = NULL
+    return _sha_init != NULL
+
+
+SHA256 = "libcrypto" if _take(_find_libcrypto_sha256()) else "hashlib"
+
+
+cdef bint header_hash_is(const uint8_t* b, Py_ssize_t h, Py_ssize_t he, const uint8_t* own, object buf) except -1:
+    """Whether SHA-256 of ``b[h:he]`` is the 32 bytes at ``own``; ``b`` points
+    into ``buf``, which hashlib reads where libcrypto is not to be had."""
+    cdef unsigned char md[32]
+    cdef bytes digest
+    # A few hundred bytes: not worth letting the GIL go.
+    if _sha_init != NULL and _sha256(b + h, he - h, md):
+        if DEBUG_BUILD:
+            digest = sha256(memoryview(buf)[h:he]).digest()
+            invariant(memcmp(md, <const char*>digest, 32) == 0)
+        return memcmp(md, own, 32) == 0
+    digest = sha256(memoryview(buf)[h:he]).digest()
+    return memcmp(<const char*>digest, own, 32) == 0
+
+
 cdef Py_ssize_t _hashed_header(_View v, Py_ssize_t p, Py_ssize_t n):
     """With a v1/v2 prefix at ``p``: where its hash starts, if the header
     that follows hashes to it; else -1."""
@@ -74,8 +142,7 @@ cdef Py_ssize_t _hashed_header(_View v, Py_ssize_t p, Py_ssize_t n):
     cdef Py_ssize_t end = w_LedgerHeader(v.b, h + 32, n, &st)
     if end < 0:
         return -1
-    data = memoryview(v.view.obj)
-    return h if sha256(data[h + 32:end]).digest() == data[h:h + 32] else -1
+    return h if header_hash_is(v.b, h + 32, end, v.b + h, v.view.obj) else -1
 
 
 cdef Py_ssize_t _delimit_by_hash(_View v, Py_ssize_t p, Py_ssize_t n, bint last) except -2:

@@ -1,9 +1,11 @@
 from typing_extensions import Buffer
 
 DEFAULT_MAX_DEPTH: int
+DEBUG: bool  # built with the debug-only invariant checks
 TYPE_NAMES: tuple[str, ...]
 SDK_CLASSES: tuple[str, ...]
 RECURSIVE: tuple[int, ...]
+SHA256: str  # what hashes headers: "libcrypto" (the one hashlib loaded, called directly) or "hashlib"
 
 Span = tuple[int, int, bool]  # offset, length, delimited by the hash-chain fallback
 
