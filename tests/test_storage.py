@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import random
 import threading
 import time
@@ -249,6 +250,7 @@ def test_open_rejects_an_unknown_kind_or_no_bucket():
 
 def test_a_hung_thread_meets_the_asyncio_deadline(tmp_path):
     s = open_storage("FS", bucket=str(write_tree(tmp_path, LAKE)), timeout=0.2)
+    s.inline = False  # the pool's path, which a cached small file would skip
     s._get = lambda key: time.sleep(1.0)  # a client that ignores its own timeout
 
     async def body(s: Storage):
@@ -258,6 +260,68 @@ def test_a_hung_thread_meets_the_asyncio_deadline(tmp_path):
         assert not isinstance(info.value, ObjectNotFound)
         assert time.monotonic() - t0 < 0.2 + storage_mod._SLACK + 0.3
         assert s.stats["errors"] == 1
+
+    run(body, s)
+
+
+# -- a folder's cached objects, read on the loop ---------------------------------------
+
+needs_nowait = pytest.mark.skipif(storage_mod._RWF_NOWAIT is None, reason="no preadv2 RWF_NOWAIT here")
+
+
+@needs_nowait
+def test_a_folder_reads_small_cached_objects_on_the_loop_and_the_rest_in_the_pool(tmp_path):
+    s = open_storage("FS", bucket=str(write_tree(tmp_path, LAKE)), pool_size=4)
+    s.INLINE_MAX_BYTES = 100_000  # BIG (200 kB) is over it
+
+    async def body(s: Storage):
+        for key, data in LAKE.items():  # just written: in the page cache
+            assert await s.get(key) == data
+        assert s.stats["get_inline"] == len(LAKE) - 1
+        assert len(s._pool._threads) == 1  # BIG's read alone
+        for missing in ("nope", "FFFFFFFF--0-639"):  # a folder is no object either way
+            with pytest.raises(ObjectNotFound):
+                await s.get(missing)
+        assert s.inline and s.stats["get"] == len(LAKE) + 2 and s.stats["get_inline"] == len(LAKE) - 1
+
+    run(body, s)
+
+
+@needs_nowait
+def test_a_folder_object_not_in_the_page_cache_is_read_in_the_pool(tmp_path):
+    path = write_tree(tmp_path, LAKE) / BIG
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages leave the cache
+        try:
+            os.preadv(fd, [bytearray(16)], 0, storage_mod._RWF_NOWAIT)
+            pytest.skip("this filesystem keeps the file cached (tmpfs?)")
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+    s = open_storage("FS", bucket=str(tmp_path), pool_size=4)
+
+    async def body(s: Storage):
+        assert await s.get(BIG) == LAKE[BIG]
+        assert s.stats["get_inline"] == 0 and len(s._pool._threads) == 1
+        assert s.inline  # not being cached is no reason to stop trying
+
+    run(body, s)
+
+
+@needs_nowait
+def test_a_slow_inline_read_sends_every_later_read_to_the_pool(tmp_path):
+    s = open_storage("FS", bucket=str(write_tree(tmp_path, LAKE)), pool_size=4)
+    s.INLINE_SLOW = 0.0  # as on a mount where open() waits for the network
+
+    async def body(s: Storage):
+        assert await s.get(".config.json") == LAKE[".config.json"]
+        assert s.stats["get_inline"] == 1 and not s.inline and not s._pool._threads
+        for key, data in LAKE.items():
+            assert await s.get(key) == data
+        assert s.stats["get_inline"] == 1 and len(s._pool._threads) >= 1
 
     run(body, s)
 
