@@ -71,6 +71,9 @@ def ended(app) -> dict[str, float]:
 
 # -- flaky storage ---------------------------------------------------------------------------------------
 
+# Faults stay transient: no request meets more in a row than the default retries
+# (RETRY_ATTEMPTS 5, six tries) absorb. See FaultProxy's max_in_a_row.
+TRANSIENT = {"max_in_a_row": 5}
 FLAKY_SPANS = [(FIRST, FIRST + 63), (FIRST + 10, FIRST + 40), (FIRST + 32, FIRST + 71), (FIRST + 63, FIRST + 63),
                (FIRST + 50, FIRST + 71)]
 
@@ -84,7 +87,7 @@ async def test_one_request_in_five_failing_every_stream_delivers_every_ledger_on
     # The server starts healthy (its start-up reads are not retried: one failed request there
     # stops `serve`), then storage turns flaky before any stream: every object is read under faults.
     async with running_app(s3_env(proxy.url, fault_bucket, RETRY_BACKOFF="20ms")) as (app, addr):
-        proxy.configure(**knobs)
+        proxy.configure(**knobs, **TRANSIENT)
         before = dict(proxy.counts)
         results = await asyncio.gather(*(stream_once(addr, a, b) for a, b in FLAKY_SPANS))
         proxy.reset()
@@ -108,7 +111,7 @@ async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_
     keys = sorted(p.relative_to(fault_lake).as_posix() for p in fault_lake.rglob("*.xdr.zst"))[::-1]  # oldest first
     await asyncio.to_thread(_put_s3, moto_server, bucket, fault_lake, [".config.json", *keys[:8]])
     async with running_app(s3_env(proxy.url, bucket, RETRY_BACKOFF="20ms")) as (app, addr):
-        proxy.configure(fail_rate=0.2)
+        proxy.configure(fail_rate=0.2, **TRANSIENT)
         task = asyncio.create_task(stream_once(addr, FIRST + 8, FIRST + 11, timeout=30))
         await asyncio.sleep(0.5)
         await asyncio.to_thread(_put_s3, moto_server, bucket, fault_lake, keys[8:12])
@@ -120,7 +123,7 @@ async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_
 async def test_one_request_in_five_failing_get_ledger_range_answers_every_page(proxy, fault_bucket):
     index = index_by_seq()
     async with running_app(s3_env(proxy.url, fault_bucket, RETRY_BACKOFF="20ms", RANGE_MAX_LEDGERS=2)) as (_, addr):
-        proxy.configure(fail_rate=0.2)
+        proxy.configure(fail_rate=0.2, **TRANSIENT)
         async with Client(addr) as client:
             seen, seq = [], FIRST
             while seq <= FIRST + 63:

@@ -480,6 +480,17 @@ def test_proxy_faults_replay_with_the_seed(chunked_upstream):
     assert {"failed", "dropped", "truncated", "forwarded"} <= set(first)
 
 
+def test_proxy_keeps_faults_transient_when_asked(chunked_upstream):
+    with FaultProxy("127.0.0.1", chunked_upstream) as proxy:
+        proxy.configure(fail_rate=1.0, max_in_a_row=2)
+        got = _get_many(proxy, 7)
+        assert [g.startswith("200") for g in got] == [False, False, True, False, False, True, False]
+        assert [o for _, _, o in proxy.log] == ["failed", "failed", "forwarded"] * 2 + ["failed"]
+        proxy.reset()  # no limit again
+        proxy.configure(fail_rate=1.0)
+        assert not any(g.startswith("200") for g in _get_many(proxy, 4))
+
+
 def test_proxy_only_forwards_to_this_machine():
     with pytest.raises(ValueError):
         FaultProxy("example.com", 80)
