@@ -312,16 +312,18 @@ def test_a_folder_object_not_in_the_page_cache_is_read_in_the_pool(tmp_path):
 
 
 @needs_nowait
-def test_a_slow_inline_read_sends_every_later_read_to_the_pool(tmp_path):
+def test_a_few_slow_inline_reads_send_every_later_read_to_the_pool(tmp_path):
     s = open_storage("FS", bucket=str(write_tree(tmp_path, LAKE)), pool_size=4)
-    s.INLINE_SLOW = 0.0  # as on a mount where open() waits for the network
+    s.INLINE_SLOW = -1.0  # every read is slow, as on a mount where open() waits for the network
 
     async def body(s: Storage):
-        assert await s.get(".config.json") == LAKE[".config.json"]
-        assert s.stats["get_inline"] == 1 and not s.inline and not s._pool._threads
+        for _ in range(s.INLINE_SLOW_READS):  # one slow read may be bad luck; a few are the mount
+            assert s.inline
+            assert await s.get(".config.json") == LAKE[".config.json"]
+        assert s.stats["get_inline"] == s.INLINE_SLOW_READS and not s.inline and not s._pool._threads
         for key, data in LAKE.items():
             assert await s.get(key) == data
-        assert s.stats["get_inline"] == 1 and len(s._pool._threads) >= 1
+        assert s.stats["get_inline"] == s.INLINE_SLOW_READS and len(s._pool._threads) >= 1
 
     run(body, s)
 
