@@ -3,6 +3,7 @@ fallback; the pure twins when STELLAR_LIVE_SOURCE_NO_EXTENSIONS=1."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,46 @@ def test_compiled_header_hashes_call_libcrypto_directly():
     if not compiled_expected():
         pytest.skip("STELLAR_LIVE_SOURCE_NO_EXTENSIONS is set")
     assert index.SHA256 == "libcrypto"
+
+
+PREFAULT_CHECK = """
+import json, os
+from stellar_live_source.ops.runtime import tune_malloc
+tune_malloc()  # as serve does: a freed block stays in the heap, resident
+import zstandard
+from stellar_live_source.core import _frame_c, _zstd_c
+data = os.urandom(1 << 20) * 8  # 8 MiB, over the 1 MiB floor
+packed = zstandard.ZstdCompressor().compress(data)
+first = _zstd_c.decompress(packed)
+n1 = _zstd_c.prefaulted_bytes()
+del first
+again = _zstd_c.decompress(packed)  # the freed block again: resident, nothing to populate
+n2 = _zstd_c.prefaulted_bytes()
+frame = _frame_c.raw_ledger_frame(7, again, 0, len(again))
+n3 = _frame_c.prefaulted_bytes()
+small = _zstd_c.decompress(zstandard.ZstdCompressor().compress(os.urandom(1000) * 500))  # 500 kB: under the floor
+print(json.dumps([n1, n2, n3, _zstd_c.prefaulted_bytes(), again == data, frame.endswith(data)]))
+"""
+
+
+def test_compiled_core_populates_fresh_pages_of_big_buffers_at_once():
+    """The decompressed object and each big frame: fresh heap pages in one
+    madvise(MADV_POPULATE_WRITE) rather than a fault per page; resident pages
+    never (it would cost for nothing). A fresh process shows both."""
+    import platform
+
+    out = _run(PREFAULT_CHECK)
+    assert out.returncode == 0, out.stderr
+    n1, n2, n3, n4, same, framed = json.loads(out.stdout)
+    assert same and framed
+    release = tuple(int(x) for x in platform.release().split("-")[0].split(".")[:2] if x.isdigit())
+    if not sys.platform.startswith("linux") or release < (5, 14):
+        assert n1 == n2 == n3 == n4 == 0  # no MADV_POPULATE_WRITE: the kernel faults pages in as before
+        return
+    assert n1 >= 4 << 20  # most of the 8 MiB was heap the process had never touched
+    assert n2 == n1  # the block freed and taken again was resident
+    assert n3 >= 4 << 20
+    assert n4 == n2  # small outputs are left to the kernel
 
 
 def test_the_environment_variable_forces_the_pure_twins():
