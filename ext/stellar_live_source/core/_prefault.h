@@ -48,10 +48,17 @@ static inline size_t sls_prefault(void *p, size_t n) {
         else hi = mid;
     }
     a += lo * page;
-    if (madvise((void *)a, e - a, MADV_POPULATE_WRITE) != 0) {
-        if (errno == EINVAL || errno == ENOSYS || errno == EPERM) sls_prefault_on = 0;
-        return 0;
+    /* In steps of SLS_PREFAULT_MIN: the call holds the address space's lock, and
+       another thread growing the heap (brk) waits for it; 1 MiB takes about 0.4 ms. */
+    for (uintptr_t at = a; at < e; at += SLS_PREFAULT_MIN) {
+        size_t step = e - at < SLS_PREFAULT_MIN ? e - at : SLS_PREFAULT_MIN;
+        if (madvise((void *)at, step, MADV_POPULATE_WRITE) != 0) {
+            if (errno == EINVAL || errno == ENOSYS || errno == EPERM) sls_prefault_on = 0;
+            e = at;
+            break;
+        }
     }
+    if (e <= a) return 0;
 #if defined(__GNUC__)
     __atomic_add_fetch(&sls_prefaulted, e - a, __ATOMIC_RELAXED);
 #else
