@@ -1,5 +1,4 @@
 cdef extern from "stellar_live_source/core/_prefault.h":
     # Populate a big buffer's fresh pages at once; bytes populated (0: nothing to do).
     size_t prefault "sls_prefault"(void* p, size_t n) noexcept nogil
-    const size_t PREFAULT_MIN "SLS_PREFAULT_MIN"
     size_t prefaulted "sls_prefaulted"

@@ -96,9 +96,17 @@ class Storage(abc.ABC):
     async def get(self, key: str) -> bytes:
         """The whole object; raises ObjectNotFound or StorageError."""
         self.stats["get"] += 1
-        data = await self._call(f"get {key!r}", self.timeout, self._get, key)
+        data = None if self._closed else self._get_now(key)
+        if data is None:
+            data = await self._call(f"get {key!r}", self.timeout, self._get, key)
+        else:
+            self.stats["get_inline"] += 1
         self.stats["get_bytes"] += len(data)
         return data
+
+    def _get_now(self, key: str) -> bytes | None:
+        """The object if it can be had on the event loop without blocking, else None."""
+        return None
 
     async def list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
         """Keys under `prefix`, ascending, strictly after `start_after`, at most `limit`."""
@@ -157,17 +165,10 @@ class FolderStorage(Storage):
             raise ValueError(f"not a valid lake key for a folder: {key!r}")
         return os.path.join(self._root, *parts)
 
-    async def get(self, key: str) -> bytes:
-        data = self._get_cached(key) if self.inline and not self._closed else None
-        if data is None:
-            return await super().get(key)
-        self.stats["get"] += 1
-        self.stats["get_inline"] += 1
-        self.stats["get_bytes"] += len(data)
-        return data
-
-    def _get_cached(self, key: str) -> bytes | None:
+    def _get_now(self, key: str) -> bytes | None:
         """The object if it is a small file wholly in the page cache, else None."""
+        if not self.inline:
+            return None
         path = self._path(key)
         began = time.perf_counter()
         try:
