@@ -4,7 +4,9 @@ every layout, on a real folder."""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 import threading
 
 import pytest
@@ -53,17 +55,24 @@ async def test_an_empty_lake_has_no_ends(tmp_path):
 
 
 @needs_testdata
-async def test_small_objects_decode_on_the_loop_and_large_ones_in_threads(tmp_path, monkeypatch):
+async def test_small_objects_decode_on_the_loop_and_large_ones_in_nicer_threads(tmp_path, monkeypatch):
     """A thread handoff costs more than decoding 64 small ledgers; a few
-    large ledgers would hold the event loop for milliseconds."""
+    large ledgers would hold the event loop for milliseconds, so they decode
+    in threads that the loop preempts (DECODE_NICE nicer, on Linux)."""
     small = list(ledgers_of(sorted((LEDGERS / "testnet" / "lighthorizon_1410048-1410367").glob("*.xdr"))[:64]))
     large = list(ledgers_of(sorted((LEDGERS / "synthetic").glob("stellar-rpc__*.xdr.zstd"))))[:4]
     write_lake(tmp_path / "small", renumber(small, 2, 62), ledgers_per_file=64)
     write_lake(tmp_path / "large", renumber(large, 2, 6), ledgers_per_file=8)
-    threads = []
+    threads, nices = [], []
     real = lake_module.decode.frame_object
-    monkeypatch.setattr(lake_module.decode, "frame_object",
-                        lambda *a, **kw: threads.append(threading.current_thread()) or real(*a, **kw))
+
+    def frame_object(*a, **kw):
+        threads.append(threading.current_thread())
+        if sys.platform == "linux":
+            nices.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(lake_module.decode, "frame_object", frame_object)
     for name in ("small", "large"):
         lake = await Lake.open(open_storage("FS", bucket=str(tmp_path / name)), LakeSettings())
         try:
@@ -72,3 +81,6 @@ async def test_small_objects_decode_on_the_loop_and_large_ones_in_threads(tmp_pa
         finally:
             await lake.close()
     assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
+    if sys.platform == "linux":
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert nices == [own, min(19, own + lake_module.DECODE_NICE)]
