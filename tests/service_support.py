@@ -57,6 +57,9 @@ def env_for(lake: Path | str, **extra) -> dict[str, str]:
 async def running_app(env: dict[str, str]):
     app = App(load(env))
     bound = await app.start()
+    # Settled before the test acts: the background lookup of the oldest ledger done
+    # (tests that turn storage flaky or count reads mean a server that has started).
+    await asyncio.gather(app._oldest_lookup, return_exceptions=True)
     try:
         yield app, f"127.0.0.1:{bound.grpc_port}"
     finally:

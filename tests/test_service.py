@@ -252,8 +252,12 @@ async def test_health_reflection_and_metrics():
                 list_services="")]))]
             names = {s.name for s in responses[0].list_services_response.service}
             assert "raw_ledger_service.RawLedgerService" in names and "grpc.health.v1.Health" in names
-        await collect(addr, FIRST, FIRST + 9)
         loop = asyncio.get_running_loop()
+        assert app._oldest_lookup.done()  # started with the server, before any stream asked
+        health = json.loads(await loop.run_in_executor(None, lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read()))
+        assert (health["oldest_ledger"], health["newest_ledger"]) == (FIRST, LAST)
+        await collect(addr, FIRST, FIRST + 9)
         health = json.loads(await loop.run_in_executor(None, lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read()))
         assert health["status"] == "SERVING" and health["core_backend"] == BACKEND

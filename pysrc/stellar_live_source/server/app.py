@@ -69,6 +69,7 @@ class App:
         self._http: asyncio.Server | None = None
         self._metrics_server = None
         self.bound: Bound | None = None
+        self._oldest_lookup: asyncio.Task | None = None
 
     async def start(self) -> Bound:
         try:
@@ -114,9 +115,18 @@ class App:
         await self.health.set(api.SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(port, health_port, metrics_port)
         newest = await self.lake.newest()
+        self._oldest_lookup = asyncio.ensure_future(self._look_up_oldest())
         log.info("serving %s (%s ledgers, newest %s) on %s:%d; core %s, zstd %s",
                  storage.description, self.lake.layout.extension, newest, c.server.host, port, BACKEND, ZSTD_VERSION)
         return self.bound
+
+    async def _look_up_oldest(self) -> None:
+        """Find the oldest ledger in the background, so /health reports it
+        from the start rather than after the first stream that needed it."""
+        try:
+            await self.lake.oldest()
+        except Exception as exc:  # storage trouble: a stream that needs it looks again
+            log.warning("the lake's oldest ledger is not known yet: %s", exc)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.graceful_shutdown_timeout if grace is None else grace
@@ -130,6 +140,9 @@ class App:
             await self._http.wait_closed()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self._oldest_lookup is not None:
+            self._oldest_lookup.cancel()
+            await asyncio.gather(self._oldest_lookup, return_exceptions=True)
         if self.lake is not None:
             await self.lake.close()
         elif self._storage is not None:
