@@ -7,9 +7,9 @@ The ceiling varies run to run, so the two alternate, round by round, and the
 best of each is compared (and, less sensitive to outside load, each round's
 own pair). The service is cold every round: a fresh process,
 its cache smaller than the range, every object read from storage and decoded
-once (asserted from its fetch counter: the newest object, read at start-up
-before the count is taken, is evicted before the stream reaches it), every
-check on. Speeds are never asserted, only correctness.
+once (asserted from its fetch counter, taken once start-up's reads are done:
+the newest object, evicted before the stream reaches it, and the oldest, read
+past the cache), every check on. Speeds are never asserted, only correctness.
 
 Beside it, for the split and not against a goal, the service *warm*: a
 cache that holds the whole range, filled by one unmeasured pass, so the

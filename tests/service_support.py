@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -66,6 +67,23 @@ async def running_app(env: dict[str, str]):
         await app.stop(1.0)
 
 
+def wait_settled(env: dict[str, str], timeout: float = 20) -> None:
+    """Until /health shows start-up's own reads done: the newest ledger, then
+    the oldest, looked up in the background once serving (an empty lake has
+    neither). Tests that count reads or turn storage flaky start from here."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{env['HEALTH_PORT']}/health", timeout=5) as r:
+                report = json.loads(r.read())
+            if report["newest_ledger"] is None or report["oldest_ledger"] is not None:
+                return
+        except OSError:  # not listening yet, or 503 while starting
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("the service did not settle")
+
+
 @contextlib.contextmanager
 def server_process(env: dict[str, str], timeout: float = 30):
     """`stellar-live-source serve` as a real process; yields its address."""
@@ -86,6 +104,8 @@ def server_process(env: dict[str, str], timeout: float = 30):
                 if time.monotonic() > deadline:
                     raise TimeoutError("the server did not start") from None
                 time.sleep(0.1)
+        if "HEALTH_PORT" in env:
+            wait_settled(env, max(1.0, deadline - time.monotonic()))
         yield addr, proc
     finally:
         if proc.poll() is None:

@@ -250,7 +250,8 @@ class Lake:
         key = await self._last_key("")
         if key is None:
             return None
-        obj = await self.object(self.layout.parse_key(key)[0])
+        # Read past the cache: only its bounds are wanted, and streams rarely start there.
+        obj = await self._fetch(self.layout.parse_key(key)[0])
         return None if obj is None else obj.start
 
     async def _last_key(self, prefix: str) -> str | None:

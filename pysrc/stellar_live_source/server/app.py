@@ -111,11 +111,11 @@ class App:
             raise OSError(f"cannot bind the gRPC port {c.server.host}:{c.server.port}")
         await self.server.start()
 
+        newest = await self.lake.newest()  # before SERVING: /health never shows a lake without its tip
+        self._oldest_lookup = asyncio.ensure_future(self._look_up_oldest())
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(api.SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(port, health_port, metrics_port)
-        newest = await self.lake.newest()
-        self._oldest_lookup = asyncio.ensure_future(self._look_up_oldest())
         log.info("serving %s (%s ledgers, newest %s) on %s:%d; core %s, zstd %s",
                  storage.description, self.lake.layout.extension, newest, c.server.host, port, BACKEND, ZSTD_VERSION)
         return self.bound
