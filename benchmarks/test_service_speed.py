@@ -144,17 +144,9 @@ def peak_rss(pid: int) -> int:
 
 
 def storage_fetches(env: dict[str, str]) -> int:
-    # The metrics endpoint starts just after the gRPC port opens: wait for it.
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=10) as r:
-                text = r.read().decode()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    # server_process yields once /health reports the server settled; metrics were up before that.
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=10) as r:
+        text = r.read().decode()
     return int(float(re.search(r"^stellar_live_source_storage_fetches (\S+)$", text, re.M).group(1)))
 
 

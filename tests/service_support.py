@@ -104,8 +104,7 @@ def server_process(env: dict[str, str], timeout: float = 30):
                 if time.monotonic() > deadline:
                     raise TimeoutError("the server did not start") from None
                 time.sleep(0.1)
-        if "HEALTH_PORT" in env:
-            wait_settled(env, max(1.0, deadline - time.monotonic()))
+        wait_settled(env, max(1.0, deadline - time.monotonic()))
         yield addr, proc
     finally:
         if proc.poll() is None:
