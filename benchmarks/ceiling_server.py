@@ -37,10 +37,18 @@ async def serve(port: int, frames: dict[int, bytes]) -> None:
             yield frame
 
     server = grpc.aio.server(options=[("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(api.SERVICE, {
-        "StreamRawLedgers": grpc.unary_stream_rpc_method_handler(
-            stream, request_deserializer=api.StreamLedgersRequest.FromString),  # no serializer: frames are bytes
-    }),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                api.SERVICE,
+                {
+                    "StreamRawLedgers": grpc.unary_stream_rpc_method_handler(
+                        stream, request_deserializer=api.StreamLedgersRequest.FromString
+                    ),  # no serializer: frames are bytes
+                },
+            ),
+        )
+    )
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
         raise SystemExit(f"cannot bind 127.0.0.1:{port}")
     await server.start()

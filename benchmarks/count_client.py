@@ -27,8 +27,9 @@ def open_stream(addr: str, start: int, end: int):
     """(channel, a call factory): connected before the clock starts."""
     channel = grpc.insecure_channel(addr, options=OPTIONS)
     grpc.channel_ready_future(channel).result(timeout=30)
-    call = channel.unary_stream(api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString,
-                                response_deserializer=None)  # raw bytes: nothing decoded
+    call = channel.unary_stream(
+        api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString, response_deserializer=None
+    )  # raw bytes: nothing decoded
     return channel, lambda: call(api.StreamLedgersRequest(start_ledger=start, end_ledger=end), timeout=600)
 
 
@@ -56,9 +57,12 @@ def count(addr: str, start: int, end: int, streams: int = 1, at: float | None = 
         channel.close()
     if len(results) != streams:
         raise SystemExit("a stream failed")
-    return {"ledgers": sum(r[0] for r in results), "bytes": sum(r[1] for r in results),
-            "seconds": max(r[3] for r in results) - min(r[2] for r in results),
-            "min_stream_ledgers": min(r[0] for r in results)}
+    return {
+        "ledgers": sum(r[0] for r in results),
+        "bytes": sum(r[1] for r in results),
+        "seconds": max(r[3] for r in results) - min(r[2] for r in results),
+        "min_stream_ledgers": min(r[0] for r in results),
+    }
 
 
 def main() -> None:

@@ -46,13 +46,15 @@ def renumbered(testdata: Path, start: int, count: int) -> list[bytes]:
 TESTNET = "ledgers/testnet/lighthorizon_1410048-1410367"
 
 
-def cycled_lake(root: Path, testdata: Path, kind: str, start: int, count: int, per_file: int,
-                per_partition: int = 10) -> list[str]:
+def cycled_lake(
+    root: Path, testdata: Path, kind: str, start: int, count: int, per_file: int, per_partition: int = 10
+) -> list[str]:
     """A datalake folder of ``count`` consecutive hash-chained ledgers from
     ``start``, real ledgers (``large`` v2 or ``small`` testnet) cycled by
     ``renumber``, so every check of the service stays on; returns its keys."""
     from stellar_live_source.tools.pack import ledgers_of, write_lake
 
     paths = sorted(testdata.glob(LARGE)) if kind == "large" else sorted((testdata / TESTNET).glob("*.xdr"))
-    return write_lake(root, renumber(ledgers_of(paths), start, count),
-                      ledgers_per_file=per_file, files_per_partition=per_partition)
+    return write_lake(
+        root, renumber(ledgers_of(paths), start, count), ledgers_per_file=per_file, files_per_partition=per_partition
+    )

@@ -92,8 +92,14 @@ def bare_fetch(endpoint: str, bucket: str, keys: list[str]) -> dict:
 
 def run_bare(lake: S3Lake) -> dict:
     job = json.dumps({"endpoint": lake.proxy.url, "bucket": BUCKET, "keys": lake.keys})
-    done = subprocess.run([sys.executable, "-m", "benchmarks.test_latency"], input=job, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.test_latency"],
+        input=job,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode:
         raise RuntimeError(f"the bare loop failed: {done.stderr}")
     return parse(done.stdout)
@@ -122,8 +128,16 @@ def test_storage_latency(benchmark, s3_lake, kind, round_):
         got = benchmark.pedantic(run_bare, (lake,), rounds=1, iterations=1)
         assert got["objects"] == len(lake.keys)
     else:
-        env = env_for(BUCKET, STORAGE_TYPE="S3", S3_ENDPOINT_URL=lake.proxy.url, S3_FORCE_PATH_STYLE="true",
-                      AWS_REGION="us-east-1", NUM_WORKERS=WORKERS, BUFFER_SIZE=2 * WORKERS, LOG_LEVEL="warning")
+        env = env_for(
+            BUCKET,
+            STORAGE_TYPE="S3",
+            S3_ENDPOINT_URL=lake.proxy.url,
+            S3_FORCE_PATH_STYLE="true",
+            AWS_REGION="us-east-1",
+            NUM_WORKERS=WORKERS,
+            BUFFER_SIZE=2 * WORKERS,
+            LOG_LEVEL="warning",
+        )
         with server_process(env) as (addr, _):
             seen = len(lake.proxy.log)
             got = benchmark.pedantic(run_service, (addr, lake), rounds=1, iterations=1)
@@ -201,18 +215,27 @@ def test_tip_latency(benchmark, tmp_path, testdata):
     with server_process(env) as (addr, _):
         landed, arrived = benchmark.pedantic(
             lambda: asyncio.run(asyncio.wait_for(follow_tip(addr, lake, staged, random.Random(7)), 60)),
-            rounds=1, iterations=1)
+            rounds=1,
+            iterations=1,
+        )
     assert len(arrived) == len(landed) == TIP_NEW
-    lat = sorted(a - b for a, b in zip(arrived, landed))
-    figures = {"max_ms": lat[-1] * 1e3, "p50_ms": statistics.median(lat) * 1e3,
-               "p95_ms": statistics.quantiles(lat, n=20, method="inclusive")[18] * 1e3,
-               "min_ms": lat[0] * 1e3, "goal_ms": GOAL * 1e3, "objects": TIP_NEW}
+    lat = sorted(a - b for a, b in zip(arrived, landed, strict=True))
+    figures = {
+        "max_ms": lat[-1] * 1e3,
+        "p50_ms": statistics.median(lat) * 1e3,
+        "p95_ms": statistics.quantiles(lat, n=20, method="inclusive")[18] * 1e3,
+        "min_ms": lat[0] * 1e3,
+        "goal_ms": GOAL * 1e3,
+        "objects": TIP_NEW,
+    }
     RESULTS["tip-latency"] = figures
     benchmark.group = "tip-latency"
     benchmark.extra_info.update(figures)
     verdict = "goal met" if lat[-1] <= GOAL else "NOT met"
-    print(f"\ntip latency over {TIP_NEW} objects (1 ledger each), poll {POLL:g} s: max {figures['max_ms']:.0f} ms, "
-          f"p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms; max <= {GOAL * 1e3:.0f} ms: {verdict}")
+    print(
+        f"\ntip latency over {TIP_NEW} objects (1 ledger each), poll {POLL:g} s: max {figures['max_ms']:.0f} ms, "
+        f"p50 {figures['p50_ms']:.0f} ms, p95 {figures['p95_ms']:.0f} ms; max <= {GOAL * 1e3:.0f} ms: {verdict}"
+    )
 
 
 if __name__ == "__main__":  # the bare loop's own process: a JSON job on stdin, one JSON line out

@@ -98,8 +98,11 @@ def ceilings(lakes):
     def get(name: str) -> tuple[str, subprocess.Popen]:
         if name not in running:
             port = free_port()
-            proc = subprocess.Popen([sys.executable, str(HERE / "ceiling_server.py"), str(port), str(lakes[name].path)],
-                                    stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "ceiling_server.py"), str(port), str(lakes[name].path)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             if proc.stdout.readline().strip() != "READY":
                 proc.kill()
                 raise RuntimeError(f"the ceiling server did not start ({proc.wait()})")
@@ -134,7 +137,7 @@ def run_client(addr: str, lake: Lake) -> dict:
 def cpu_seconds(pid: int) -> float:
     """user + system CPU of the process, all its threads."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # comm may hold spaces
+    fields = stat[stat.rindex(")") + 2 :].split()  # comm may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -166,7 +169,7 @@ WARM_CACHE = "2GiB"  # holds either range whole
 def test_speed(benchmark, lakes, ceilings, name, kind, round_):
     lake = lakes[name]
     env = None if kind == "ceiling" else service_env(lake, **({"CACHE_BYTES": WARM_CACHE} if kind == "warm" else {}))
-    with (server_process(env) if env else contextlib.nullcontext(ceilings(name))) as (addr, proc):
+    with server_process(env) if env else contextlib.nullcontext(ceilings(name)) as (addr, proc):
         if kind == "warm":
             run_client(addr, lake)  # fills the cache: not measured
         fetched = storage_fetches(env) if env else 0
@@ -191,8 +194,11 @@ def test_speed(benchmark, lakes, ceilings, name, kind, round_):
     keep(group, f"{kind}_cpu_s/GB", figures["cpu_s/GB"], min)
     # Each round's own pair too: load from outside drifts less within a round than across the run.
     SECONDS[name, kind, round_] = secs
-    paired = [SECONDS[name, "ceiling", r] / SECONDS[name, "service", r] for r in range(ROUNDS)
-              if (name, "ceiling", r) in SECONDS and (name, "service", r) in SECONDS]
+    paired = [
+        SECONDS[name, "ceiling", r] / SECONDS[name, "service", r]
+        for r in range(ROUNDS)
+        if (name, "ceiling", r) in SECONDS and (name, "service", r) in SECONDS
+    ]
     if paired:
         group["paired_ratio"] = statistics.median(paired)
 
@@ -206,8 +212,10 @@ def test_fanout(benchmark, lakes):
         def fan_out() -> list[dict]:
             at = time.time() + 2.0  # every process connected before any stream starts
             args = ("--streams", str(FANOUT_STREAMS), "--at", str(at))
-            procs = [subprocess.Popen(client_cmd(addr, lake, *args), stdout=subprocess.PIPE, text=True)
-                     for _ in range(FANOUT_PROCS)]
+            procs = [
+                subprocess.Popen(client_cmd(addr, lake, *args), stdout=subprocess.PIPE, text=True)
+                for _ in range(FANOUT_PROCS)
+            ]
             outs = [p.communicate(timeout=300)[0] for p in procs]
             assert all(p.returncode == 0 for p in procs), "a client failed"
             return [parse(out) for out in outs]
@@ -220,12 +228,17 @@ def test_fanout(benchmark, lakes):
     assert all(g["min_stream_ledgers"] == lake.spec.count for g in got)
     total = sum(g["bytes"] for g in got)
     group = RESULTS.setdefault("service-fanout", {})
-    group.update({
-        "streams": streams, "objects": lake.objects, "fetches": fetches,
-        "ledgers/s": streams * lake.spec.count / max(g["seconds"] for g in got),
-        "cpu_s/GB": cpu / (total / 1e9),
-        "peak_rss_MiB": rss / MiB, "limit_MiB": (lake.spec.cache_bytes + 256 * MiB) / MiB,
-    })
+    group.update(
+        {
+            "streams": streams,
+            "objects": lake.objects,
+            "fetches": fetches,
+            "ledgers/s": streams * lake.spec.count / max(g["seconds"] for g in got),
+            "cpu_s/GB": cpu / (total / 1e9),
+            "peak_rss_MiB": rss / MiB,
+            "limit_MiB": (lake.spec.cache_bytes + 256 * MiB) / MiB,
+        }
+    )
     benchmark.group = "service-fanout"
     benchmark.extra_info.update(group)
     assert fetches == lake.objects  # every object read from storage once, whatever the number of clients

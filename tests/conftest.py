@@ -11,6 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
+# moto's S3 server and the GCS emulator, as session fixtures for every test module.
+pytest_plugins = ["tests.support.endpoints"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT.parent / "shared" / "testdata"
 LEDGERS = TESTDATA / "ledgers"

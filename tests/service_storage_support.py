@@ -30,8 +30,13 @@ ARCHIVE_PATH = "lakes/v1"
 # its text and holds an older ledger (a prefix without its "/" would find it oldest).
 NOISE = {"lakes/v0": (2_000_000, 2), "lakes/v10": (500, 2)}
 
-AWS = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-       "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+AWS = {
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
 
 
 @functools.cache
@@ -47,7 +52,7 @@ def run_ledgers(name: str) -> tuple[bytes, ...]:
     first, last = RUNS[name]
     assert [sequence_of(x) for x in ledgers] == list(range(first, last + 1)), name
     index = index_by_seq()
-    assert all(sha(x) == index[s]["sha256"] for s, x in zip(range(first, last + 1), ledgers)), name
+    assert all(sha(x) == index[s]["sha256"] for s, x in zip(range(first, last + 1), ledgers, strict=True)), name
     return ledgers
 
 
@@ -62,13 +67,21 @@ def build_lake(root: Path, layout: str, runs=("v1", "v2", "v0")) -> Path:
 def build_noise(root: Path) -> None:
     """Small renumbered lakes at the NOISE prefixes under ``root``."""
     for prefix, (start, count) in NOISE.items():
-        write_lake(root / prefix, renumber(run_ledgers("v1"), start, count), ledgers_per_file=1,
-                   files_per_partition=64000)
+        write_lake(
+            root / prefix, renumber(run_ledgers("v1"), start, count), ledgers_per_file=1, files_per_partition=64000
+        )
 
 
 def s3_env(endpoint: str, bucket: str, prefix: str = "", **extra) -> dict[str, str]:
-    return env_for(bucket, STORAGE_TYPE="S3", S3_ENDPOINT_URL=endpoint, S3_FORCE_PATH_STYLE="true",
-                   ARCHIVE_PATH=prefix, **AWS, **extra)
+    return env_for(
+        bucket,
+        STORAGE_TYPE="S3",
+        S3_ENDPOINT_URL=endpoint,
+        S3_FORCE_PATH_STYLE="true",
+        ARCHIVE_PATH=prefix,
+        **AWS,
+        **extra,
+    )
 
 
 # gcp-storage-emulator answers one connection at a time from a listen backlog of 5 (and
@@ -80,8 +93,14 @@ GCS_EMULATOR_POOL = 4
 def gcs_lake_env(host: str, bucket: str, prefix: str = "", **extra) -> dict[str, str]:
     """``host`` is "127.0.0.1:PORT" (the emulator or a proxy in front of it)."""
     extra.setdefault("STORAGE_POOL_SIZE", GCS_EMULATOR_POOL)
-    return env_for(bucket, STORAGE_TYPE="GCS", STORAGE_EMULATOR_HOST=f"http://{host}", ARCHIVE_PATH=prefix,
-                   GOOGLE_CLOUD_PROJECT="test", **extra)
+    return env_for(
+        bucket,
+        STORAGE_TYPE="GCS",
+        STORAGE_EMULATOR_HOST=f"http://{host}",
+        ARCHIVE_PATH=prefix,
+        GOOGLE_CLOUD_PROJECT="test",
+        **extra,
+    )
 
 
 def fs_env(folder: Path, prefix: str = "", **extra) -> dict[str, str]:
@@ -90,16 +109,24 @@ def fs_env(folder: Path, prefix: str = "", **extra) -> dict[str, str]:
 
 def process_env(env: dict[str, str]) -> dict[str, str]:
     """The environment of a child process: ours without any lake settings, plus ``env``."""
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith(("STORAGE_", "BUCKET", "SERVER_", "ARCHIVE_", "S3_", "AWS_"))}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STORAGE_", "BUCKET", "SERVER_", "ARCHIVE_", "S3_", "AWS_"))
+    }
     full.update(env)
     return full
 
 
 def cli_popen(command: str, env: dict[str, str]) -> subprocess.Popen:
     """``stellar-live-source COMMAND`` as a real process (read it with ``cli_result``)."""
-    return subprocess.Popen([sys.executable, "-m", "stellar_live_source.cli", command], env=process_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stellar_live_source.cli", command],
+        env=process_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def cli_result(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
@@ -127,7 +154,8 @@ def check_run(got: list[tuple[int, bytes]], first: int, last: int, index: dict[i
     """Every ledger of first..last exactly once, in order, byte for byte as the index says."""
     seqs = [s for s, _ in got]
     assert seqs == list(range(first, last + 1)), (
-        f"expected {first}-{last}, got {len(seqs)} ledgers: {seqs[:3]}...{seqs[-3:]}")
+        f"expected {first}-{last}, got {len(seqs)} ledgers: {seqs[:3]}...{seqs[-3:]}"
+    )
     bad = [s for s, x in got if sha(x) != index[s]["sha256"]]
     assert not bad, f"payloads differ from the index at {bad[:10]}"
 
@@ -161,6 +189,7 @@ def upload_parallel(kind: str, where: str, bucket: str, folder: Path, prefix: st
 
         def put(key: str, path: Path) -> None:
             b.blob(key).upload_from_string(path.read_bytes())
+
     try:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(put, keys, [p for _, p in files]))

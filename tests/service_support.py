@@ -45,10 +45,17 @@ def free_port() -> int:
 def env_for(lake: Path | str, **extra) -> dict[str, str]:
     grpc_port, health_port, metrics_port = free_ports(3)
     env = {
-        "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(grpc_port), "HEALTH_PORT": str(health_port),
-        "METRICS_PORT": str(metrics_port), "STORAGE_TYPE": "FS", "BUCKET_NAME": str(lake),
-        "POLL_INTERVAL": "100ms", "RETRY_BACKOFF": "50ms", "MISSING_OBJECT_WAIT": "1s",
-        "GRACEFUL_SHUTDOWN_TIMEOUT": "2s", "LOG_LEVEL": "info",
+        "SERVER_HOST": "127.0.0.1",
+        "SERVER_PORT": str(grpc_port),
+        "HEALTH_PORT": str(health_port),
+        "METRICS_PORT": str(metrics_port),
+        "STORAGE_TYPE": "FS",
+        "BUCKET_NAME": str(lake),
+        "POLL_INTERVAL": "100ms",
+        "RETRY_BACKOFF": "50ms",
+        "MISSING_OBJECT_WAIT": "1s",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": "2s",
+        "LOG_LEVEL": "info",
     }
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -89,8 +96,13 @@ def server_process(env: dict[str, str], timeout: float = 30):
     """`stellar-live-source serve` as a real process; yields its address."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_", "BUCKET", "SERVER_", "ARCHIVE_"))}
     full.update(env)
-    proc = subprocess.Popen([sys.executable, "-m", "stellar_live_source.cli", "serve"], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stellar_live_source.cli", "serve"],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     addr = f"127.0.0.1:{env['SERVER_PORT']}"
     try:
         deadline = time.monotonic() + timeout

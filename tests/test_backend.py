@@ -98,10 +98,7 @@ def test_the_environment_variable_forces_the_pure_twins():
 
 
 def test_a_missing_extension_is_an_error_not_a_fallback():
-    code = (
-        "import sys; sys.modules['stellar_live_source.core._walk_c'] = None\n"
-        "import stellar_live_source.core.walk"
-    )
+    code = "import sys; sys.modules['stellar_live_source.core._walk_c'] = None\nimport stellar_live_source.core.walk"
     out = _run(code)
     assert out.returncode != 0
     assert "the compiled core module stellar_live_source.core._walk_c is missing" in out.stderr

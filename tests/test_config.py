@@ -84,17 +84,39 @@ def write(tmp_path: Path, text: str) -> str:
 def test_defaults():
     cfg = c.load({})
     assert c.as_env(cfg) == {
-        "SERVER_HOST": "0.0.0.0", "SERVER_PORT": "50052", "HEALTH_PORT": "8088",
-        "GRACEFUL_SHUTDOWN_TIMEOUT": "30s", "MAX_CONCURRENT_STREAMS": "100",
-        "STORAGE_TYPE": "FS", "BUCKET_NAME": "", "ARCHIVE_PATH": "", "AWS_REGION": "",
-        "S3_ENDPOINT_URL": "", "S3_FORCE_PATH_STYLE": "false", "LEDGERS_PER_FILE": "64",
-        "FILES_PER_PARTITION": "10", "STORAGE_TIMEOUT": "30s", "STORAGE_POOL_SIZE": "32",
-        "RETRY_ATTEMPTS": "5", "RETRY_BACKOFF": "1s", "BUFFER_SIZE": "16", "NUM_WORKERS": "8",
-        "READAHEAD_BYTES": "64MiB", "POLL_INTERVAL": "1s", "CACHE_BYTES": "256MiB",
-        "MAX_OBJECT_BYTES": "512MiB", "MISSING_OBJECT_WAIT": "1m", "VERIFY_HASH_CHAIN": "true",
-        "XDR_UNKNOWN_ARMS": "error", "RANGE_MAX_LEDGERS": "100", "RANGE_MAX_BYTES": "64MiB",
-        "METRICS_ENABLED": "true", "METRICS_PORT": "9090", "LOG_LEVEL": "info",
-        "ENABLE_FLOWCTL": "false", "FLOWCTL_ENDPOINT": "localhost:8080",
+        "SERVER_HOST": "0.0.0.0",
+        "SERVER_PORT": "50052",
+        "HEALTH_PORT": "8088",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": "30s",
+        "MAX_CONCURRENT_STREAMS": "100",
+        "STORAGE_TYPE": "FS",
+        "BUCKET_NAME": "",
+        "ARCHIVE_PATH": "",
+        "AWS_REGION": "",
+        "S3_ENDPOINT_URL": "",
+        "S3_FORCE_PATH_STYLE": "false",
+        "LEDGERS_PER_FILE": "64",
+        "FILES_PER_PARTITION": "10",
+        "STORAGE_TIMEOUT": "30s",
+        "STORAGE_POOL_SIZE": "32",
+        "RETRY_ATTEMPTS": "5",
+        "RETRY_BACKOFF": "1s",
+        "BUFFER_SIZE": "16",
+        "NUM_WORKERS": "8",
+        "READAHEAD_BYTES": "64MiB",
+        "POLL_INTERVAL": "1s",
+        "CACHE_BYTES": "256MiB",
+        "MAX_OBJECT_BYTES": "512MiB",
+        "MISSING_OBJECT_WAIT": "1m",
+        "VERIFY_HASH_CHAIN": "true",
+        "XDR_UNKNOWN_ARMS": "error",
+        "RANGE_MAX_LEDGERS": "100",
+        "RANGE_MAX_BYTES": "64MiB",
+        "METRICS_ENABLED": "true",
+        "METRICS_PORT": "9090",
+        "LOG_LEVEL": "info",
+        "ENABLE_FLOWCTL": "false",
+        "FLOWCTL_ENDPOINT": "localhost:8080",
         "FLOWCTL_HEARTBEAT_INTERVAL": "10s",
     }
     assert cfg.storage.cache_bytes == 256 * 2**20 and cfg.storage.missing_object_wait == 60.0
@@ -142,8 +164,9 @@ def test_yaml_then_environment(tmp_path):
 
 
 def test_native_yaml_values(tmp_path):
-    path = write(tmp_path, "storage:\n  force_path_style: yes\n  timeout: 1.5\n  cache_bytes: 4096\n"
-                 "  bucket_name:\nsecurity:\n")
+    path = write(
+        tmp_path, "storage:\n  force_path_style: yes\n  timeout: 1.5\n  cache_bytes: 4096\n  bucket_name:\nsecurity:\n"
+    )
     cfg = c.load({}, config_file=path)
     assert cfg.storage.force_path_style is True
     assert (cfg.storage.timeout, cfg.storage.cache_bytes, cfg.storage.bucket_name) == (1.5, 4096, "")
@@ -155,11 +178,30 @@ def test_os_environ_is_not_read_when_a_mapping_is_given(monkeypatch):
     assert c.load().server.port == 1234
 
 
-DURATIONS = [("500ms", 0.5), ("30s", 30.0), ("1m", 60.0), ("1h", 3600.0), ("1.5s", 1.5),
-             ("45", 45.0), ("0.25", 0.25), (" 2 s ", 2.0), ("1.5m", 90.0)]
-SIZES = [("4096", 4096), ("10B", 10), ("1KB", 1000), ("1kb", 1000), ("2MB", 2 * 10**6),
-         ("1GB", 10**9), ("1KiB", 1024), ("256MiB", 256 << 20), ("1gib", 1 << 30),
-         ("1.5KiB", 1536), ("3 MiB", 3 << 20)]
+DURATIONS = [
+    ("500ms", 0.5),
+    ("30s", 30.0),
+    ("1m", 60.0),
+    ("1h", 3600.0),
+    ("1.5s", 1.5),
+    ("45", 45.0),
+    ("0.25", 0.25),
+    (" 2 s ", 2.0),
+    ("1.5m", 90.0),
+]
+SIZES = [
+    ("4096", 4096),
+    ("10B", 10),
+    ("1KB", 1000),
+    ("1kb", 1000),
+    ("2MB", 2 * 10**6),
+    ("1GB", 10**9),
+    ("1KiB", 1024),
+    ("256MiB", 256 << 20),
+    ("1gib", 1 << 30),
+    ("1.5KiB", 1536),
+    ("3 MiB", 3 << 20),
+]
 
 
 @pytest.mark.parametrize(("text", "seconds"), DURATIONS)
@@ -199,9 +241,11 @@ def test_formats_read_back(size, millis):
 
 @pytest.mark.parametrize(
     ("canonical", "alias", "value", "other"),
-    [("SERVER_PORT", "PORT", "6000", "6001"),
-     ("STORAGE_TYPE", "ARCHIVE_STORAGE_TYPE", "FS", "S3"),
-     ("BUCKET_NAME", "ARCHIVE_BUCKET_NAME", "lake-a", "lake-b")],
+    [
+        ("SERVER_PORT", "PORT", "6000", "6001"),
+        ("STORAGE_TYPE", "ARCHIVE_STORAGE_TYPE", "FS", "S3"),
+        ("BUCKET_NAME", "ARCHIVE_BUCKET_NAME", "lake-a", "lake-b"),
+    ],
 )
 def test_alias_conflicts_name_both(canonical, alias, value, other):
     (problem,) = problems({canonical: value, alias: other})
@@ -209,18 +253,34 @@ def test_alias_conflicts_name_both(canonical, alias, value, other):
 
 
 def test_alias_agreeing_is_fine():
-    cfg = c.load({"SERVER_PORT": "6000", "PORT": " 6000", "STORAGE_TYPE": "s3",
-                  "ARCHIVE_STORAGE_TYPE": "S3", "BUCKET_NAME": "x", "ARCHIVE_BUCKET_NAME": "x"})
+    cfg = c.load(
+        {
+            "SERVER_PORT": "6000",
+            "PORT": " 6000",
+            "STORAGE_TYPE": "s3",
+            "ARCHIVE_STORAGE_TYPE": "S3",
+            "BUCKET_NAME": "x",
+            "ARCHIVE_BUCKET_NAME": "x",
+        }
+    )
     assert (cfg.server.port, cfg.storage.type, cfg.storage.bucket_name) == (6000, "S3", "x")
 
 
 def test_every_problem_at_once(tmp_path):
     path = write(tmp_path, "server:\n  port: seventy\n  colour: blue\n")
-    found = problems({
-        "CONFIG_FILE": path, "HEALTH_PORT": "70000", "NUM_WORKERS": "0", "LOG_LEVEL": "loud",
-        "VERIFY_HASH_CHAIN": "maybe", "READAHEAD_BYTES": "0", "SERVER_HOST": " ",
-        "STORAGE_TYPE": "S3", "ARCHIVE_STORAGE_TYPE": "gcs",
-    })
+    found = problems(
+        {
+            "CONFIG_FILE": path,
+            "HEALTH_PORT": "70000",
+            "NUM_WORKERS": "0",
+            "LOG_LEVEL": "loud",
+            "VERIFY_HASH_CHAIN": "maybe",
+            "READAHEAD_BYTES": "0",
+            "SERVER_HOST": " ",
+            "STORAGE_TYPE": "S3",
+            "ARCHIVE_STORAGE_TYPE": "gcs",
+        }
+    )
     assert len(found) == 10, found
     text = "\n".join(found)
     for needle in [
@@ -246,12 +306,14 @@ def test_bad_yaml_value_names_key_file_and_variable(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "needle"),
-    [("servr:\n  port: 1\n", "unknown section 'servr'"),
-     ("server:\n  prot: 1\n", "unknown key server.prot"),
-     ("server: 5\n", "server must be a mapping"),
-     ("server:\n  port: [1, 2]\n", "server.port must be a single value"),
-     ("- a\n- b\n", "must be a mapping of sections"),
-     ("server:\n  port: 1\n bad indent: [\n", "not valid YAML")],
+    [
+        ("servr:\n  port: 1\n", "unknown section 'servr'"),
+        ("server:\n  prot: 1\n", "unknown key server.prot"),
+        ("server: 5\n", "server must be a mapping"),
+        ("server:\n  port: [1, 2]\n", "server.port must be a single value"),
+        ("- a\n- b\n", "must be a mapping of sections"),
+        ("server:\n  port: 1\n bad indent: [\n", "not valid YAML"),
+    ],
 )
 def test_yaml_structure_problems(tmp_path, text, needle):
     (problem,) = problems(config_file=write(tmp_path, text))

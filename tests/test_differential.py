@@ -48,7 +48,10 @@ def test_every_union_arm(name, arm):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**64), root=st.sampled_from(["LedgerCloseMeta", "LedgerCloseMetaBatch", "TransactionMeta", "SCVal"]))
+@given(
+    seed=st.integers(0, 2**64),
+    root=st.sampled_from(["LedgerCloseMeta", "LedgerCloseMetaBatch", "TransactionMeta", "SCVal"]),
+)
 def test_generated_ledgers_agree_with_stellar_sdk(seed, root):
     data = value(root, random.Random(seed))
     assert sdk_accepts(root, data)
@@ -65,7 +68,7 @@ def test_mutated_values_get_the_same_verdict(seed, type_index, data):
     mutation = data.draw(st.sampled_from(["flip", "truncate", "extend", "word"]))
     buf = bytearray(good)
     if mutation == "truncate" and buf:
-        del buf[data.draw(st.integers(0, len(buf) - 1)):]
+        del buf[data.draw(st.integers(0, len(buf) - 1)) :]
     elif mutation == "extend":
         buf += data.draw(st.binary(min_size=1, max_size=8))
     elif mutation == "flip" and buf:
@@ -73,7 +76,9 @@ def test_mutated_values_get_the_same_verdict(seed, type_index, data):
         buf[i] ^= 1 << data.draw(st.integers(0, 7))
     elif mutation == "word" and len(buf) >= 4:
         i = data.draw(st.integers(0, len(buf) // 4 - 1)) * 4
-        buf[i:i + 4] = data.draw(st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x07", b"\x80\x00\x00\x00", b"\x00\x00\x00\x02"]))
+        buf[i : i + 4] = data.draw(
+            st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x07", b"\x80\x00\x00\x00", b"\x00\x00\x00\x02"])
+        )
     buf = bytes(buf)
     expect = sdk_accepts(name, buf)
     for twin in TWINS:

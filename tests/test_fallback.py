@@ -67,8 +67,11 @@ def test_the_fallback_delimits_middle_and_last_ledgers_exactly(twin, where):
     start, end, spans = twin.walk.split_batch(_batch(ledgers), fallback=True)
     assert (start, end) == (997, 999)
     offsets = [12, 12 + len(ledgers[0]), 12 + len(ledgers[0]) + len(ledgers[1])]
-    assert spans == [(offsets[0], len(ledgers[0]), False), (offsets[1], len(ledgers[1]), True),
-                     (offsets[2], len(ledgers[2]), True)]
+    assert spans == [
+        (offsets[0], len(ledgers[0]), False),
+        (offsets[1], len(ledgers[1]), True),
+        (offsets[2], len(ledgers[2]), True),
+    ]
 
 
 def test_the_fallback_is_reported_and_verified(caplog):
@@ -118,6 +121,10 @@ def test_the_fallback_is_never_used_on_the_test_data(twin, index_rows):
         elif kind == "raw":
             spans = twin.walk.split_ledgers(data, fallback=True)
         else:
-            spans = [s for off, n in decode._records(data) for s in twin.walk.split_ledgers(data, off, off + n, fallback=True)]
+            spans = [
+                s
+                for off, n in decode._records(data)
+                for s in twin.walk.split_ledgers(data, off, off + n, fallback=True)
+            ]
         assert len(spans) == len(rows)
         assert not any(fb for _, _, fb in spans), file

@@ -38,7 +38,8 @@ def test_every_real_object_frames_its_ledgers_exact_bytes(twin, index_rows):
         frames, first_prev, last_hash, nbytes, fallback = twin.index.frame_ledgers(data, spans, start, end)
         facts = twin.index.index_ledgers(data, spans)
         assert [parse_raw_ledger(f) for f in frames] == [
-            (start + i, data[off:off + length]) for i, (off, length, _) in enumerate(spans)], path
+            (start + i, data[off : off + length]) for i, (off, length, _) in enumerate(spans)
+        ], path
         assert (first_prev, last_hash, nbytes, fallback) == (facts[0][4], facts[-1][3], sum(map(len, frames)), 0)
         for f in frames:
             seq, xdr = parse_raw_ledger(f)
@@ -59,14 +60,18 @@ def _bad_hash() -> bytes:
     return _batch([L10, bytes(bad)], 10)
 
 
-@pytest.mark.parametrize("body,error,words", [
-    (_batch([L10], 10, 11), XdrError, "batch bounds 10-11 do not match its 1 ledgers"),
-    (_batch([L10], 10, 9), XdrError, "batch bounds 10-9"),
-    (_batch([L10], 9), XdrError, "ledger sequence 10 where the batch bounds 9-9 put 9"),
-    (_batch([], 10, 9), XdrError, "batch bounds 10-9 do not match its 0 ledgers"),
-    (_bad_hash(), HashError, "ledger 11: header hash does not match SHA-256 of the header"),
-    (_broken_chain(), HashError, "ledger 11: previousLedgerHash"),
-], ids=["bounds", "bounds-backwards", "sequence", "empty", "hash", "chain"])
+@pytest.mark.parametrize(
+    "body,error,words",
+    [
+        (_batch([L10], 10, 11), XdrError, "batch bounds 10-11 do not match its 1 ledgers"),
+        (_batch([L10], 10, 9), XdrError, "batch bounds 10-9"),
+        (_batch([L10], 9), XdrError, "ledger sequence 10 where the batch bounds 9-9 put 9"),
+        (_batch([], 10, 9), XdrError, "batch bounds 10-9 do not match its 0 ledgers"),
+        (_bad_hash(), HashError, "ledger 11: header hash does not match SHA-256 of the header"),
+        (_broken_chain(), HashError, "ledger 11: previousLedgerHash"),
+    ],
+    ids=["bounds", "bounds-backwards", "sequence", "empty", "hash", "chain"],
+)
 def test_it_refuses_what_decode_refuses_with_the_same_error(twin, body, error, words):
     got = outcome(_frames, twin, body)
     assert got[0] is error and words in got[1], got

@@ -60,10 +60,16 @@ def test_every_indexed_ledger_splits_to_its_exact_bytes(twin, index_rows):
             off, length, fallback = spans[r["index"]]
             assert not fallback, f"{file}#{r['index']}: the hash-chain fallback was used on real data"
             assert length == r["xdr_len"]
-            assert hashlib.sha256(data[off:off + length]).hexdigest() == r["sha256"], f"{file}#{r['index']}"
+            assert hashlib.sha256(data[off : off + length]).hexdigest() == r["sha256"], f"{file}#{r['index']}"
             seq, lcm_v, protocol, h, prev, hash_ok = facts[r["index"]]
             assert (seq, lcm_v, protocol, h.hex(), prev.hex(), hash_ok) == (
-                r["seq"], r["lcm_v"], r["protocol"], r["hash"], r["prev"], r["hash_ok"]), f"{file}#{r['index']}"
+                r["seq"],
+                r["lcm_v"],
+                r["protocol"],
+                r["hash"],
+                r["prev"],
+                r["hash_ok"],
+            ), f"{file}#{r['index']}"
             checked += 1
     assert checked == len(index_rows) >= 380
 

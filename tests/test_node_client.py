@@ -21,8 +21,10 @@ NODE_DIR = Path(__file__).parent / "node"
 pytestmark = [
     needs_testdata,
     pytest.mark.skipif(NODE is None, reason="node is not on PATH (the Node.js client test needs Node.js >= 18)"),
-    pytest.mark.skipif(not (NODE_DIR / "node_modules").is_dir(),
-                       reason="tests/node/node_modules is missing: run `npm ci --prefix tests/node` first (CI does)"),
+    pytest.mark.skipif(
+        not (NODE_DIR / "node_modules").is_dir(),
+        reason="tests/node/node_modules is missing: run `npm ci --prefix tests/node` first (CI does)",
+    ),
 ]
 
 FIRST, LAST = 1410048, 1410367
@@ -32,8 +34,12 @@ async def node(*args: object, timeout: float = 60) -> tuple[int, list[str], str]
     """Run stream.js; (exit code, stdout lines, stderr). Async so the
     in-process server keeps serving while Node talks to it."""
     proc = await asyncio.create_subprocess_exec(
-        NODE, str(NODE_DIR / "stream.js"), *map(str, args),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        NODE,
+        str(NODE_DIR / "stream.js"),
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

@@ -28,12 +28,23 @@ def _objects(root):
 @pytest.mark.parametrize("lpf,fpp,ext", [(64, 10, ".xdr.zst"), (1, 64000, ".xdr.zstd"), (10, 3, ".xdr.zst")])
 def test_pack_real_ledgers_into_a_lake(tmp_path, lpf, fpp, ext):
     files = sorted(TESTNET.glob("*.xdr"))[:130]
-    keys = pack.write_lake(tmp_path, pack.ledgers_of(files), ledgers_per_file=lpf, files_per_partition=fpp,
-                           extension=ext, network_passphrase="Test SDF Network ; September 2015")
+    keys = pack.write_lake(
+        tmp_path,
+        pack.ledgers_of(files),
+        ledgers_per_file=lpf,
+        files_per_partition=fpp,
+        extension=ext,
+        network_passphrase="Test SDF Network ; September 2015",
+    )
     layout = Layout(lpf, fpp, ext)
     manifest = json.loads((tmp_path / ".config.json").read_text())
-    assert manifest == {"networkPassphrase": "Test SDF Network ; September 2015", "version": "1.0",
-                        "compression": "zstd", "ledgersPerBatch": lpf, "batchesPerPartition": fpp}
+    assert manifest == {
+        "networkPassphrase": "Test SDF Network ; September 2015",
+        "version": "1.0",
+        "compression": "zstd",
+        "ledgersPerBatch": lpf,
+        "batchesPerPartition": fpp,
+    }
     seqs, payloads = [], []
     for key in keys:
         decoded = decode.decode_object((tmp_path / key).read_bytes())
@@ -83,9 +94,25 @@ def test_pack_refuses_a_gap(tmp_path):
 
 def test_pack_cli_with_renumber_then_inspect(tmp_path, capsys):
     out = tmp_path / "lake"
-    assert cli.main(["pack", str(out), str(TESTNET / "1410100.xdr"), str(TESTNET / "1410101.xdr"),
-                     "--renumber", "1000", "--count", "100", "--ledgers-per-file", "16",
-                     "--files-per-partition", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "pack",
+                str(out),
+                str(TESTNET / "1410100.xdr"),
+                str(TESTNET / "1410101.xdr"),
+                "--renumber",
+                "1000",
+                "--count",
+                "100",
+                "--ledgers-per-file",
+                "16",
+                "--files-per-partition",
+                "4",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["inspect", "--json", str(out)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -36,8 +36,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_decoding_reuses_warm_pages_once_tuned():
     """Decoding an object of 8 large ledgers (about 9 MB) ten times: untuned,
     every decompressed buffer is fresh pages from the kernel."""
-    faults = {mode: int(subprocess.run([sys.executable, "-c", CODE, mode, str(LARGE[0])], capture_output=True,
-                                       text=True, check=True).stdout) for mode in ("on", "off")}
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", CODE, mode, str(LARGE[0])], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("on", "off")
+    }
     assert faults["on"] * 3 < faults["off"], faults
 
 
@@ -67,8 +73,12 @@ libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
 def test_threads_share_one_arena_once_tuned():
     """Buffers a decode thread allocates and the event loop frees go back to
     the arena every thread allocates from."""
-    arenas = {mode: subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True,
-                                   check=True).stderr.count("Arena ") for mode in ("on", "off")}
+    arenas = {
+        mode: subprocess.run(
+            [sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True
+        ).stderr.count("Arena ")
+        for mode in ("on", "off")
+    }
     assert arenas["on"] == 1 and arenas["off"] > 1, arenas
 
 

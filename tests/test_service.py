@@ -14,8 +14,7 @@ from stellar_live_source.client import Client
 from stellar_live_source.core.keys import Layout
 
 from .conftest import needs_testdata
-from .service_support import (SHARED_LAKE, collect, env_for, index_by_seq, running_app, server_process, sha,
-                              status_of)
+from .service_support import SHARED_LAKE, collect, env_for, index_by_seq, running_app, server_process, sha, status_of
 
 pytestmark = needs_testdata
 
@@ -51,12 +50,15 @@ async def test_streams_every_ledger_byte_identical_in_order():
         assert app.lake.fetches == 5 + 1
 
 
-@pytest.mark.parametrize("start,end,code,words", [
-    (0, 0, grpc.StatusCode.INVALID_ARGUMENT, "start_ledger"),
-    (1, 5, grpc.StatusCode.INVALID_ARGUMENT, "start_ledger"),
-    (1410100, 1410099, grpc.StatusCode.INVALID_ARGUMENT, "end_ledger"),
-    (1410000, 0, grpc.StatusCode.OUT_OF_RANGE, "1410048-1410367"),
-])
+@pytest.mark.parametrize(
+    "start,end,code,words",
+    [
+        (0, 0, grpc.StatusCode.INVALID_ARGUMENT, "start_ledger"),
+        (1, 5, grpc.StatusCode.INVALID_ARGUMENT, "start_ledger"),
+        (1410100, 1410099, grpc.StatusCode.INVALID_ARGUMENT, "end_ledger"),
+        (1410000, 0, grpc.StatusCode.OUT_OF_RANGE, "1410048-1410367"),
+    ],
+)
 async def test_bad_requests_end_with_a_status_that_says_why(start, end, code, words):
     async with running_app(env_for(SHARED_LAKE)) as (_, addr):
         got, details, n = await status_of(addr, start, end)
@@ -112,6 +114,7 @@ async def test_live_tail_delivers_objects_as_they_land(tmp_path):
     full = copy_lake(tmp_path / "src")
     lake = copy_lake(tmp_path, keep={1410048 // 64 * 64, 1410112})
     async with running_app(env_for(lake)) as (_, addr):
+
         async def write_later():
             for p in objects(full)[::-1][2:]:  # the three newer objects, oldest first
                 await asyncio.sleep(0.3)
@@ -169,8 +172,12 @@ async def test_cancelled_streams_are_not_failures_and_leave_nothing_behind():
             await asyncio.sleep(0.05)
         assert app.service.active == 0
         assert len(asyncio.all_tasks()) <= baseline + 1
-        ended = {s.labels["code"]: s.value for m in app.metrics.streams_ended.collect() for s in m.samples
-                 if s.name.endswith("_total")}
+        ended = {
+            s.labels["code"]: s.value
+            for m in app.metrics.streams_ended.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
         assert set(ended) <= {"OK"}
 
 
@@ -212,8 +219,12 @@ def test_the_real_process_serves_and_drains_on_sigterm():
         assert [s for s, _ in got] == list(range(FIRST, FIRST + 71))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-    out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "latest"],
-                         env={**env, "PATH": ""}, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "stellar_live_source.cli", "latest"],
+        env={**env, "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == str(LAST), out.stderr
 
 
@@ -246,30 +257,49 @@ async def test_health_reflection_and_metrics():
         async with grpc.aio.insecure_channel(addr) as channel:
             check = health_pb2_grpc.HealthStub(channel).Check
             for service in ("", "raw_ledger_service.RawLedgerService"):
-                assert (await check(health_pb2.HealthCheckRequest(service=service))).status == \
-                    health_pb2.HealthCheckResponse.SERVING
+                assert (
+                    await check(health_pb2.HealthCheckRequest(service=service))
+                ).status == health_pb2.HealthCheckResponse.SERVING
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            responses = [r async for r in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
-                list_services="")]))]
+            responses = [
+                r
+                async for r in stub.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                )
+            ]
             names = {s.name for s in responses[0].list_services_response.service}
             assert "raw_ledger_service.RawLedgerService" in names and "grpc.health.v1.Health" in names
         loop = asyncio.get_running_loop()
         assert app._oldest_lookup.done()  # started with the server, before any stream asked
-        health = json.loads(await loop.run_in_executor(None, lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read()))
+        health = json.loads(
+            await loop.run_in_executor(
+                None,
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read(),
+            )
+        )
         assert (health["oldest_ledger"], health["newest_ledger"]) == (FIRST, LAST)
         await collect(addr, FIRST, FIRST + 9)
-        health = json.loads(await loop.run_in_executor(None, lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read()))
+        health = json.loads(
+            await loop.run_in_executor(
+                None,
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read(),
+            )
+        )
         assert health["status"] == "SERVING" and health["core_backend"] == BACKEND
         assert health["header_hash"] == index.SHA256
         assert health["newest_ledger"] == LAST
-        metrics = (await loop.run_in_executor(None, lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{app.bound.metrics_port}/metrics", timeout=5).read())).decode()
+        metrics = (
+            await loop.run_in_executor(
+                None,
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{app.bound.metrics_port}/metrics", timeout=5).read(),
+            )
+        ).decode()
         assert "stellar_live_source_ledgers_sent_total 10.0" in metrics
         assert f'core_backend="{BACKEND}"' in metrics and f'header_hash="{index.SHA256}"' in metrics
         app.service.draining.set()
-        status = await loop.run_in_executor(None, lambda: _http_status(f"http://127.0.0.1:{app.bound.health_port}/ready"))
+        status = await loop.run_in_executor(
+            None, lambda: _http_status(f"http://127.0.0.1:{app.bound.health_port}/ready")
+        )
         assert status == 503
 
 
@@ -359,17 +389,42 @@ def test_stream_and_config_commands(tmp_path):
 
     env = env_for(SHARED_LAKE)
     with server_process(env) as (addr, _):
-        out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "stream", "--server", addr,
-                              "--from", str(FIRST), "--to", str(FIRST + 4)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stellar_live_source.cli",
+                "stream",
+                "--server",
+                addr,
+                "--from",
+                str(FIRST),
+                "--to",
+                str(FIRST + 4),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
         index = index_by_seq()
         assert [line.split() for line in lines] == [
-            [str(s), str(index[s]["xdr_len"]), index[s]["hash"]] for s in range(FIRST, FIRST + 5)]
-        out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "stream", "--server", addr,
-                              "--from", "1", "--to", "3"], capture_output=True, text=True, timeout=60)
+            [str(s), str(index[s]["xdr_len"]), index[s]["hash"]] for s in range(FIRST, FIRST + 5)
+        ]
+        out = subprocess.run(
+            [sys.executable, "-m", "stellar_live_source.cli", "stream", "--server", addr, "--from", "1", "--to", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
     bad = {**env, "STORAGE_TYPE": "S4", "PORT": "1", "SERVER_PORT": "2"}
-    out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "config", "validate"], env=bad,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "stellar_live_source.cli", "config", "validate"],
+        env=bad,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "STORAGE_TYPE" in out.stderr and "PORT" in out.stderr

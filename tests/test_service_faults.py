@@ -29,10 +29,19 @@ from stellar_live_source.server.stream import ReadAhead
 from stellar_live_source.tools.pack import write_lake
 
 from .conftest import needs_testdata
-from .service_storage_support import (LAYOUTS, RUNS, build_lake, check_run, gcs_lake_env, run_ledgers, s3_env,
-                                      stream_once, upload_parallel)
+from .service_storage_support import (
+    LAYOUTS,
+    RUNS,
+    build_lake,
+    check_run,
+    gcs_lake_env,
+    run_ledgers,
+    s3_env,
+    stream_once,
+    upload_parallel,
+)
 from .service_support import collect, index_by_seq, running_app, server_process
-from .support.endpoints import gcs_client, gcs_emulator, moto_server, s3_client  # noqa: F401
+from .support.endpoints import gcs_client, s3_client
 from .support.faultproxy import FaultProxy
 
 pytestmark = needs_testdata
@@ -45,7 +54,7 @@ LAST = FIRST + 127  # the fault lake: 128 testnet ledgers, one per object
 def fault_lake(tmp_path_factory) -> Path:
     """The first 128 testnet ledgers, 1 per file (128 objects): more requests, more faults."""
     root = tmp_path_factory.mktemp("fault-lake")
-    write_lake(root, run_ledgers("v0")[:LAST - FIRST + 1], ledgers_per_file=1, files_per_partition=64000)
+    write_lake(root, run_ledgers("v0")[: LAST - FIRST + 1], ledgers_per_file=1, files_per_partition=64000)
     return root
 
 
@@ -65,8 +74,12 @@ def proxy(moto_server):
 
 
 def ended(app) -> dict[str, float]:
-    return {s.labels["code"]: s.value for m in app.metrics.streams_ended.collect() for s in m.samples
-            if s.name.endswith("_total")}
+    return {
+        s.labels["code"]: s.value
+        for m in app.metrics.streams_ended.collect()
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
 
 
 # -- flaky storage ---------------------------------------------------------------------------------------
@@ -74,14 +87,22 @@ def ended(app) -> dict[str, float]:
 # Faults stay transient: no request meets more in a row than the default retries
 # (RETRY_ATTEMPTS 5, six tries) absorb. See FaultProxy's max_in_a_row.
 TRANSIENT = {"max_in_a_row": 5}
-FLAKY_SPANS = [(FIRST, FIRST + 63), (FIRST + 10, FIRST + 40), (FIRST + 32, FIRST + 71), (FIRST + 63, FIRST + 63),
-               (FIRST + 50, FIRST + 71)]
+FLAKY_SPANS = [
+    (FIRST, FIRST + 63),
+    (FIRST + 10, FIRST + 40),
+    (FIRST + 32, FIRST + 71),
+    (FIRST + 63, FIRST + 63),
+    (FIRST + 50, FIRST + 71),
+]
 
 
-@pytest.mark.parametrize("knobs", [
-    pytest.param({"fail_rate": 0.2}, id="500-503"),
-    pytest.param({"fail_rate": 0.08, "drop_rate": 0.06, "truncate_rate": 0.06, "delay": 0.005}, id="mixed"),
-])
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        pytest.param({"fail_rate": 0.2}, id="500-503"),
+        pytest.param({"fail_rate": 0.08, "drop_rate": 0.06, "truncate_rate": 0.06, "delay": 0.005}, id="mixed"),
+    ],
+)
 async def test_one_request_in_five_failing_every_stream_delivers_every_ledger_once(proxy, fault_bucket, knobs):
     index = index_by_seq()
     # The server starts healthy (its start-up reads are not retried: one failed request there
@@ -91,13 +112,15 @@ async def test_one_request_in_five_failing_every_stream_delivers_every_ledger_on
         before = dict(proxy.counts)
         results = await asyncio.gather(*(stream_once(addr, a, b) for a, b in FLAKY_SPANS))
         proxy.reset()
-        for (a, b), (got, code, details) in zip(FLAKY_SPANS, results):
+        for (a, b), (got, code, details) in zip(FLAKY_SPANS, results, strict=True):
             assert code == grpc.StatusCode.OK, f"stream {a}-{b} ended {code.name}: {details}"
             check_run(got, a, b, index)
         counts = proxy.counts
         faults = {k: counts[k] - before[k] for k in ("failed", "dropped", "truncated")}
-        print(f"\n{knobs}: {counts['seen'] - before['seen']} requests, faults {faults}, "
-              f"storage errors seen by the service {app.lake.storage.stats['errors']}")
+        print(
+            f"\n{knobs}: {counts['seen'] - before['seen']} requests, faults {faults}, "
+            f"storage errors seen by the service {app.lake.storage.stats['errors']}"
+        )
         for kind, rate in (("failed", "fail_rate"), ("dropped", "drop_rate"), ("truncated", "truncate_rate")):
             if knobs.get(rate):
                 assert faults[kind] > 0, f"no {kind} request: the test proved nothing ({counts})"
@@ -105,8 +128,7 @@ async def test_one_request_in_five_failing_every_stream_delivers_every_ledger_on
         assert ended(app) == {"OK": len(FLAKY_SPANS)}
 
 
-async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_objects(proxy, moto_server,
-                                                                                        fault_lake):
+async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_objects(proxy, moto_server, fault_lake):
     bucket = f"flaky-tail-{uuid.uuid4().hex[:8]}"
     keys = sorted(p.relative_to(fault_lake).as_posix() for p in fault_lake.rglob("*.xdr.zst"))[::-1]  # oldest first
     await asyncio.to_thread(_put_s3, moto_server, bucket, fault_lake, [".config.json", *keys[:8]])
@@ -153,7 +175,8 @@ OUTAGE = {"RETRY_ATTEMPTS": 2, "RETRY_BACKOFF": "50ms", "BUFFER_SIZE": 4}
 
 
 async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_resuming_misses_nothing(
-        proxy, fault_bucket):
+    proxy, fault_bucket
+):
     index = index_by_seq()
     cached = FIRST + 39  # the first 40 objects are read before the outage; the rest wait in storage
     async with running_app(s3_env(proxy.url, fault_bucket, **OUTAGE)) as (app, addr):
@@ -163,7 +186,7 @@ async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_r
         t0 = time.monotonic()
         first_legs = await asyncio.gather(*(stream_once(addr, s, LAST) for s in starts))
         took = time.monotonic() - t0
-        for start, (got, code, details) in zip(starts, first_legs):
+        for start, (got, code, details) in zip(starts, first_legs, strict=True):
             assert code == grpc.StatusCode.UNAVAILABLE, f"from {start}: {code.name} {details}"
             assert "storage failed" in details and "after 3 tries" in details, details
             assert [s for s, _ in got] == list(range(start, cached + 1))  # all that storage could give
@@ -171,7 +194,7 @@ async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_r
         assert took < 10, f"the retry budget is 2 retries of at most 100 ms; the streams took {took:.1f}s"
         # Storage comes back; each client resumes from its last ledger + 1.
         proxy.configure(down=False)
-        for start, (got, _, _) in zip(starts, first_legs):
+        for start, (got, _, _) in zip(starts, first_legs, strict=True):
             rest, code, details = await stream_once(addr, got[-1][0] + 1, LAST)
             assert code == grpc.StatusCode.OK, details
             check_run(got + rest, start, LAST, index)
@@ -225,14 +248,16 @@ async def _settled(app, baseline_tasks: int, baseline_threads: int, timeout: flo
     lake = app.lake
     deadline = time.monotonic() + timeout
     while True:
-        left = _leftovers({
-            "active streams": app.service.active,
-            "waiters at the tip": lake._waiters,
-            "tip watcher running": lake._watcher is not None and not lake._watcher.done(),
-            "fetches in flight": len(lake.cache._inflight),
-            "tasks": len(asyncio.all_tasks()) - baseline_tasks,
-            "threads": len(_threads()) - baseline_threads,
-        })
+        left = _leftovers(
+            {
+                "active streams": app.service.active,
+                "waiters at the tip": lake._waiters,
+                "tip watcher running": lake._watcher is not None and not lake._watcher.done(),
+                "fetches in flight": len(lake.cache._inflight),
+                "tasks": len(asyncio.all_tasks()) - baseline_tasks,
+                "threads": len(_threads()) - baseline_threads,
+            }
+        )
         if not left:  # the costly look last (a full garbage collection)
             left = _leftovers({"read-aheads holding tasks": sum(1 for r in _live_read_aheads() if r.pending)})
         if not left or time.monotonic() > deadline:
@@ -260,6 +285,7 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
 
         async def one_round(r: int) -> list:
             async with Client(addr, max_resumes=0) as client:
+
                 async def close_after(start: int, n: int) -> None:
                     agen = client.stream(start, 0)
                     for _ in range(n):
@@ -305,8 +331,9 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
 
 
 @pytest.mark.parametrize("storage,layout,present,total", [("S3", "64x10", 2, 5), ("GCS", "1x64000", 8, 16)])
-def test_objects_written_while_a_client_waits_at_the_tip_are_delivered_in_order(storage, layout, present, total,
-                                                                                 request, tmp_path):
+def test_objects_written_while_a_client_waits_at_the_tip_are_delivered_in_order(
+    storage, layout, present, total, request, tmp_path
+):
     """The lake starts with a few objects; the client streams to the end of ``total``
     objects, and each missing object is written only once the client has everything
     before it and waits at the tip. Latency from upload to delivery is printed."""
@@ -334,6 +361,7 @@ def test_objects_written_while_a_client_waits_at_the_tip_are_delivered_in_order(
     env.update(LOG_LEVEL="warning", POLL_INTERVAL="100ms")
 
     with server_process(env) as (addr, _):
+
         async def main():
             received: list[tuple[int, bytes]] = []
             arrived: dict[int, float] = {}
@@ -361,8 +389,10 @@ def test_objects_written_while_a_client_waits_at_the_tip_are_delivered_in_order(
             await asyncio.wait_for(asyncio.gather(consumer, produce()), 120)
             check_run(received, FIRST, last, index)
             lat = [arrived[i] - uploaded[i] for i in range(present, total)]
-            print(f"\n{storage} live tail: {total - present} objects, upload-to-delivery "
-                  f"{min(lat) * 1000:.0f}-{max(lat) * 1000:.0f} ms (poll 100 ms)")
+            print(
+                f"\n{storage} live tail: {total - present} objects, upload-to-delivery "
+                f"{min(lat) * 1000:.0f}-{max(lat) * 1000:.0f} ms (poll 100 ms)"
+            )
             assert max(lat) < 15
 
         asyncio.run(main())
@@ -384,10 +414,17 @@ def test_serve_with_storage_down_exits_with_one_clear_line(proxy, fault_bucket):
 
     proxy.configure(down=True)
     try:
-        env = {**s3_env(proxy.url, fault_bucket, RETRY_ATTEMPTS=1, RETRY_BACKOFF="10ms", STORAGE_TIMEOUT="2s"),
-               "PATH": ""}
-        out = subprocess.run([sys.executable, "-m", "stellar_live_source.cli", "serve"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        env = {
+            **s3_env(proxy.url, fault_bucket, RETRY_ATTEMPTS=1, RETRY_BACKOFF="10ms", STORAGE_TIMEOUT="2s"),
+            "PATH": "",
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "stellar_live_source.cli", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         proxy.configure(down=False)
     assert out.returncode == 1

@@ -22,14 +22,29 @@ import pytest
 from stellar_live_source.client import Client
 from stellar_live_source.core.keys import Layout
 from stellar_live_source.lake.lake import Lake, LakeSettings
-from stellar_live_source.lake.storage import open_storage
+from stellar_live_source.lake.storage import Storage, open_storage
 
 from .conftest import needs_testdata
-from .service_storage_support import (ARCHIVE_PATH, GCS_EMULATOR_POOL, LAYOUTS, NEWEST, OLDEST, RUNS, build_lake,
-                                      build_noise, check_run, cli_popen, cli_result, fs_env, gcs_lake_env, s3_env,
-                                      stream_once, upload_parallel)
+from .service_storage_support import (
+    ARCHIVE_PATH,
+    GCS_EMULATOR_POOL,
+    LAYOUTS,
+    NEWEST,
+    OLDEST,
+    RUNS,
+    build_lake,
+    build_noise,
+    check_run,
+    cli_popen,
+    cli_result,
+    fs_env,
+    gcs_lake_env,
+    s3_env,
+    stream_once,
+    upload_parallel,
+)
 from .service_support import index_by_seq, server_process, status_of
-from .support.endpoints import gcs_client, gcs_emulator, gcs_env, moto_server, s3_client  # noqa: F401
+from .support.endpoints import gcs_client, s3_client
 
 pytestmark = needs_testdata
 
@@ -46,9 +61,14 @@ class Case:
 
 
 # Every storage type with both layouts, each layout once at a root and once under a prefix.
-CASES = [Case("FS", "64x10", False), Case("FS", "1x64000", True),
-         Case("S3", "64x10", False), Case("S3", "1x64000", True),
-         Case("GCS", "64x10", True), Case("GCS", "1x64000", False)]
+CASES = [
+    Case("FS", "64x10", False),
+    Case("FS", "1x64000", True),
+    Case("S3", "64x10", False),
+    Case("S3", "1x64000", True),
+    Case("GCS", "64x10", True),
+    Case("GCS", "1x64000", False),
+]
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +132,7 @@ def test_the_real_process_streams_every_run_byte_identical_and_knows_the_ends(ca
         async def main():
             spans = [*RUNS.values(), (1410100, 1410200), (10060, 10060)]  # whole runs, and starts mid-object
             got = await asyncio.gather(*(stream_once(addr, first, last) for first, last in spans))
-            for (first, last), (ledgers, code, details) in zip(spans, got):
+            for (first, last), (ledgers, code, details) in zip(spans, got, strict=True):
                 assert code == grpc.StatusCode.OK, f"{first}-{last}: {code.name} {details}"  # never resumed
                 check_run(ledgers, first, last, index)
             async with Client(addr) as client:
@@ -145,7 +165,7 @@ def _objects(folder: Path, layout: str) -> list[tuple[str, int, int]]:
     for path in sorted(folder.rglob("*.xdr.zst")):
         key = path.relative_to(folder).as_posix()
         start = lay.parse_key(key)[0]
-        for name, (first, last) in RUNS.items():
+        for first, last in RUNS.values():
             if first <= start + lay.ledgers_per_file - 1 and start <= last:
                 out.append((key, max(first, start), min(last, start + lay.ledgers_per_file - 1)))
     return out
@@ -157,9 +177,10 @@ def _growth_order(objects: list, seed: int) -> list[list]:
     rng = random.Random(seed)
     objects = sorted(objects, key=lambda o: o[1])
     mid = len(objects) // 2
-    newer = rng.choice(objects[mid + 1:-1])
-    older = rng.choice([o for o in objects[1:mid] if o[0].split("/")[0] != objects[mid][0].split("/")[0]]
-                       or objects[1:mid])
+    newer = rng.choice(objects[mid + 1 : -1])
+    older = rng.choice(
+        [o for o in objects[1:mid] if o[0].split("/")[0] != objects[mid][0].split("/")[0]] or objects[1:mid]
+    )
     return [[objects[mid]], [newer], [older], [objects[0], objects[-1]]]
 
 
@@ -193,8 +214,10 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
         def put(key: str, data: bytes) -> None:
             client.put_object(Bucket=bucket, Key=f"{ARCHIVE_PATH}/{key}", Body=data)
 
-        opener = lambda: open_storage("S3", bucket=bucket, prefix=ARCHIVE_PATH, endpoint=endpoint,  # noqa: E731
-                                      force_path_style=True, region="us-east-1")
+        def opener() -> Storage:
+            return open_storage(
+                "S3", bucket=bucket, prefix=ARCHIVE_PATH, endpoint=endpoint, force_path_style=True, region="us-east-1"
+            )
     else:
         host = request.getfixturevalue("gcs_env")
         build_noise(tmp_path)
@@ -205,8 +228,8 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
         def put(key: str, data: bytes) -> None:
             client.bucket(bucket).blob(f"{ARCHIVE_PATH}/{key}").upload_from_string(data)
 
-        opener = lambda: open_storage("GCS", bucket=bucket, prefix=ARCHIVE_PATH,  # noqa: E731
-                                      pool_size=GCS_EMULATOR_POOL)
+        def opener() -> Storage:
+            return open_storage("GCS", bucket=bucket, prefix=ARCHIVE_PATH, pool_size=GCS_EMULATOR_POOL)
 
     await asyncio.to_thread(put, ".config.json", manifest)
     lake = await Lake.open(opener(), LakeSettings(retry_backoff=0.01))

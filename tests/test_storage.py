@@ -12,10 +12,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -28,13 +28,7 @@ from stellar_live_source.lake.storage import (
     open_storage,
 )
 
-from .support.endpoints import (  # noqa: F401  (fixtures)
-    gcs_emulator,
-    gcs_env,
-    moto_server,
-    upload_folder_to_gcs,
-    upload_folder_to_s3,
-)
+from .support.endpoints import upload_folder_to_gcs, upload_folder_to_s3
 from .support.faultproxy import FaultProxy
 
 _rng = random.Random(1)
@@ -150,10 +144,31 @@ def test_get_returns_the_exact_bytes_and_a_missing_key_is_not_found(lake):
     run(body, lake.open(pool_size=4))
 
 
-PREFIXES = ["", ".", "F", "FFFFFFFF--0-6", "FFFFFFFF--0-639", "FFFFFFFF--0-639/", "FFFFFFFF--0-639/FFFFFFB",
-            "FFFFFD7F--640-1279/", "FFFFFFFF--0-639/FFFFFFFF--0-63.xdr.zst", "nope"]
-AFTERS = [None, "", ".config.json", "FFFFFD7F", "FFFFFFFF--0-639", "FFFFFFFF--0-639-old/z", "FFFFFFFF--0-639.note",
-          "FFFFFFFF--0-639/", "FFFFFFFF--0-639/FFFFFFBF--64-127.xdr.zst", "FFFFFFFF--0-6390", "zzz"]
+PREFIXES = [
+    "",
+    ".",
+    "F",
+    "FFFFFFFF--0-6",
+    "FFFFFFFF--0-639",
+    "FFFFFFFF--0-639/",
+    "FFFFFFFF--0-639/FFFFFFB",
+    "FFFFFD7F--640-1279/",
+    "FFFFFFFF--0-639/FFFFFFFF--0-63.xdr.zst",
+    "nope",
+]
+AFTERS = [
+    None,
+    "",
+    ".config.json",
+    "FFFFFD7F",
+    "FFFFFFFF--0-639",
+    "FFFFFFFF--0-639-old/z",
+    "FFFFFFFF--0-639.note",
+    "FFFFFFFF--0-639/",
+    "FFFFFFFF--0-639/FFFFFFBF--64-127.xdr.zst",
+    "FFFFFFFF--0-6390",
+    "zzz",
+]
 
 
 def test_list_orders_filters_and_pages_like_s3(lake, monkeypatch):
@@ -165,7 +180,10 @@ def test_list_orders_filters_and_pages_like_s3(lake, monkeypatch):
             for after in AFTERS:
                 for limit in (2, 1000):
                     assert await s.list(prefix, start_after=after, limit=limit) == model(prefix, after, limit), (
-                        prefix, after, limit)
+                        prefix,
+                        after,
+                        limit,
+                    )
         monkeypatch.setattr(storage_mod, "_PAGE", 2)  # S3 pages by StartAfter: make it page
         for prefix, after in [("", None), ("", ".config.json"), ("FFFFFFFF--0-639/", None), ("F", "FFFFFD7F")]:
             for limit in (3, 1000):
@@ -386,8 +404,11 @@ def test_a_timeout_shorter_than_the_delay_is_a_storage_error(proxied):
     run(body, opener(timeout=0.3))
 
 
-@pytest.mark.parametrize("fault", [{"truncate_rate": 1.0}, {"fail_rate": 1.0}, {"drop_rate": 1.0}, {"down": True}],
-                         ids=lambda f: next(iter(f)))
+@pytest.mark.parametrize(
+    "fault",
+    [{"truncate_rate": 1.0}, {"fail_rate": 1.0}, {"drop_rate": 1.0}, {"down": True}],
+    ids=lambda f: next(iter(f)),
+)
 def test_transient_faults_are_storage_errors_never_short_bytes(proxied, fault):
     proxy, opener = proxied
 
@@ -464,8 +485,16 @@ def _get_many(proxy: FaultProxy, n: int) -> list[str]:
 def test_proxy_keeps_alive_reframes_chunked_and_counts(chunked_upstream):
     with FaultProxy("127.0.0.1", chunked_upstream) as proxy:
         assert _get_many(proxy, 5) == ["200:hello chunked world"] * 5
-        assert proxy.counts == {"connections": 1, "seen": 5, "forwarded": 5, "failed": 0, "dropped": 0,
-                                "truncated": 0, "refused": 0, "faulted": 0}
+        assert proxy.counts == {
+            "connections": 1,
+            "seen": 5,
+            "forwarded": 5,
+            "failed": 0,
+            "dropped": 0,
+            "truncated": 0,
+            "refused": 0,
+            "faulted": 0,
+        }
         proxy.configure(down=True)
         assert "200" not in "".join(_get_many(proxy, 2))
         assert proxy.counts["refused"] == 2 and proxy.counts["faulted"] == 2

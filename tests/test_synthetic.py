@@ -72,7 +72,7 @@ def scvals(v):
 
 
 def test_round_trip(mix, decoded):
-    for raw, lcm in zip(mix, decoded):
+    for raw, lcm in zip(mix, decoded, strict=True):
         assert lcm.to_xdr_bytes() == raw
 
 
@@ -131,7 +131,7 @@ def test_deterministic(mix, small):
     assert list(synthetic_ledgers(12, START, seed=SEED, sizes="small")) == small
     assert list(synthetic_ledgers(4, START, seed=SEED)) == mix[:4]  # and a shorter run is a prefix
     other = list(synthetic_ledgers(12, START, seed=SEED + 1, sizes="small"))
-    assert all(a != b for a, b in zip(other, small))
+    assert all(a != b for a, b in zip(other, small, strict=True))
 
 
 def test_sizes(mix, decoded, small):
@@ -206,7 +206,7 @@ def test_header_coverage(decoded):
     headers = [body(lcm).ledger_header.header for lcm in decoded]
     assert {h.ext.v for h in headers} == {0, 1}
     upgraded = False
-    for lcm, h in zip(decoded, headers):
+    for lcm, h in zip(decoded, headers, strict=True):
         ups = [xdr.LedgerUpgrade.from_xdr_bytes(u.upgrade_type) for u in h.scp_value.upgrades]
         assert [m.upgrade for m in body(lcm).upgrades_processing] == ups
         for u in ups:

@@ -15,7 +15,6 @@ from stellar_live_source.core import _walk_gen_py  # noqa: E402
 from stellar_live_source.xdrgen import __main__ as xdrgen  # noqa: E402
 from stellar_live_source.xdrgen.grammar import load_stellar_sdk  # noqa: E402
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

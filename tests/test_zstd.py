@@ -312,4 +312,3 @@ def test_corrupted_objects_never_crash_and_twins_agree(zstd, edits):
     if isinstance(got, bytes):
         assert len(got) <= MiB
     assert got == outcome(_zstd_py, bytes(data), max_size=MiB)
-

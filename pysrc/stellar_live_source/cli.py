@@ -27,12 +27,22 @@ SAMPLE_LAKE = Path(__file__).with_name("sample_lake")
 
 
 def _size(text: str) -> int:
-    units = {"": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-             "g": 10**9, "gb": 10**9, "gib": 2**30}
+    units = {
+        "": 1,
+        "k": 10**3,
+        "kb": 10**3,
+        "kib": 2**10,
+        "m": 10**6,
+        "mb": 10**6,
+        "mib": 2**20,
+        "g": 10**9,
+        "gb": 10**9,
+        "gib": 2**30,
+    }
     t = text.strip().lower()
     num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
     try:
-        return int(float(num) * units[t[len(num):].strip()])
+        return int(float(num) * units[t[len(num) :].strip()])
     except (KeyError, ValueError):
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with a unit such as 512MiB)") from None
 
@@ -57,23 +67,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for path in _objects(root):
             shown = given if path == root else str(path)
             try:
-                decoded = decode_file(path.read_bytes(), args.format, max_size=args.max_size,
-                                      unknown_arms=args.unknown_arms)
+                decoded = decode_file(
+                    path.read_bytes(), args.format, max_size=args.max_size, unknown_arms=args.unknown_arms
+                )
             except CoreError as exc:
                 print(f"stellar-live-source: {shown}: {exc}", file=sys.stderr)
                 return 1
             for i, led in enumerate(decoded.ledgers):
                 digest = sha256(decoded.xdr(i)).hexdigest()
                 if args.json:
-                    print(json.dumps({
-                        "file": shown, "index": i, "seq": led.seq, "lcm_v": led.lcm_v, "protocol": led.protocol,
-                        "xdr_len": led.length, "sha256": digest, "hash": led.hash.hex(), "prev": led.prev.hex(),
-                        "hash_ok": led.hash_ok, "fallback": led.fallback,
-                    }))
+                    print(
+                        json.dumps(
+                            {
+                                "file": shown,
+                                "index": i,
+                                "seq": led.seq,
+                                "lcm_v": led.lcm_v,
+                                "protocol": led.protocol,
+                                "xdr_len": led.length,
+                                "sha256": digest,
+                                "hash": led.hash.hex(),
+                                "prev": led.prev.hex(),
+                                "hash_ok": led.hash_ok,
+                                "fallback": led.fallback,
+                            }
+                        )
+                    )
                 else:
                     flags = ("hash ok" if led.hash_ok else "HASH MISMATCH") + (" fallback" if led.fallback else "")
-                    print(f"{shown} #{i} ledger {led.seq} v{led.lcm_v} protocol {led.protocol} "
-                          f"{led.length} bytes sha256 {digest[:16]} hash {led.hash.hex()[:16]} {flags}")
+                    print(
+                        f"{shown} #{i} ledger {led.seq} v{led.lcm_v} protocol {led.protocol} "
+                        f"{led.length} bytes sha256 {digest[:16]} hash {led.hash.hex()[:16]} {flags}"
+                    )
     return 0
 
 
@@ -187,8 +212,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
         if args.inputs:
             raise SystemExit("stellar-live-source pack: give input files or --synthetic, not both")
-        ledgers = synthetic_ledgers(args.synthetic, args.start, seed=args.seed, sizes=args.sizes,
-                                    network_passphrase=args.network_passphrase)
+        ledgers = synthetic_ledgers(
+            args.synthetic, args.start, seed=args.seed, sizes=args.sizes, network_passphrase=args.network_passphrase
+        )
     else:
         if not args.inputs:
             raise SystemExit("stellar-live-source pack: give input files, or --synthetic N")
@@ -198,9 +224,14 @@ def cmd_pack(args: argparse.Namespace) -> int:
                 raise SystemExit("stellar-live-source pack: --renumber needs --count")
             ledgers = pack.renumber(ledgers, args.renumber, args.count)
     try:
-        keys = pack.write_lake(args.out, ledgers, ledgers_per_file=args.ledgers_per_file,
-                              files_per_partition=args.files_per_partition, extension=args.extension,
-                              network_passphrase=args.network_passphrase)
+        keys = pack.write_lake(
+            args.out,
+            ledgers,
+            ledgers_per_file=args.ledgers_per_file,
+            files_per_partition=args.files_per_partition,
+            extension=args.extension,
+            network_passphrase=args.network_passphrase,
+        )
     except (CoreError, ValueError) as exc:
         print(f"stellar-live-source pack: {exc}", file=sys.stderr)
         return 1
@@ -213,8 +244,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__} (core: {BACKEND})")
     sub = ap.add_subparsers(dest="command", required=True)
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("--config", metavar="FILE", help="YAML configuration (default: $CONFIG_FILE); "
-                        "environment variables override it")
+    config.add_argument(
+        "--config", metavar="FILE", help="YAML configuration (default: $CONFIG_FILE); environment variables override it"
+    )
 
     p = sub.add_parser("serve", parents=[config], help="run the gRPC service (default: the embedded sample lake)")
     p.set_defaults(func=cmd_serve)
@@ -239,8 +271,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="files or lake folders (default: the embedded sample lake)")
     p.add_argument("--json", action="store_true", help="one JSON object per ledger")
     p.add_argument("--format", choices=FORMATS, help="force a framing instead of detecting it")
-    p.add_argument("--unknown-arms", choices=UNKNOWN_ARMS, default="error",
-                   help="hash-chain: delimit ledgers with union arms newer than this build by the hash chain")
+    p.add_argument(
+        "--unknown-arms",
+        choices=UNKNOWN_ARMS,
+        default="error",
+        help="hash-chain: delimit ledgers with union arms newer than this build by the hash chain",
+    )
     p.add_argument("--max-size", type=_size, default="512MiB", help="cap on one file's decompressed size")
     p.set_defaults(func=cmd_inspect)
 

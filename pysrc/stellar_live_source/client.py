@@ -29,17 +29,29 @@ class OutOfOrder(Exception):
 
 
 class Client:
-    def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None,
-                 resume_backoff: float = 0.5, resume_backoff_max: float = 10.0, max_resumes: int | None = None):
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        resume_backoff: float = 0.5,
+        resume_backoff_max: float = 10.0,
+        max_resumes: int | None = None,
+    ):
         self.target = target
-        self.channel = (grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS) if credentials
-                        else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS))
-        self._stream = self.channel.unary_stream(api.STREAM_METHOD,
-                                                 request_serializer=api.StreamLedgersRequest.SerializeToString,
-                                                 response_deserializer=None)
-        self._range = self.channel.unary_unary(api.RANGE_METHOD,
-                                               request_serializer=api.GetLedgerRangeRequest.SerializeToString,
-                                               response_deserializer=api.GetLedgerRangeResponse.FromString)
+        self.channel = (
+            grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS)
+            if credentials
+            else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
+        )
+        self._stream = self.channel.unary_stream(
+            api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString, response_deserializer=None
+        )
+        self._range = self.channel.unary_unary(
+            api.RANGE_METHOD,
+            request_serializer=api.GetLedgerRangeRequest.SerializeToString,
+            response_deserializer=api.GetLedgerRangeResponse.FromString,
+        )
         self.resume_backoff = resume_backoff
         self.resume_backoff_max = resume_backoff_max
         self.max_resumes = max_resumes
@@ -54,7 +66,9 @@ class Client:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def stream(self, start: int, end: int = 0, *, timeout: float | None = None) -> AsyncIterator[tuple[int, bytes]]:
+    async def stream(
+        self, start: int, end: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
         """(sequence, LedgerCloseMeta XDR) from ``start`` to ``end`` inclusive (0: follow the tip forever)."""
         seq = start
         failures = 0
@@ -72,11 +86,12 @@ class Client:
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or (
-                        self.max_resumes is not None and self.resumes >= self.max_resumes):
+                    self.max_resumes is not None and self.resumes >= self.max_resumes
+                ):
                     raise
                 self.resumes += 1
                 failures += 1
-                await asyncio.sleep(random.uniform(0, min(self.resume_backoff_max, self.resume_backoff * 2 ** failures)))
+                await asyncio.sleep(random.uniform(0, min(self.resume_backoff_max, self.resume_backoff * 2**failures)))
             finally:
                 call.cancel()
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from stellar_live_source.core import _index_py, _walk_gen_py, _walk_py  # noqa: F401
-
     from agree import assert_twins_agree
+
+    from stellar_live_source.core import _index_py, _walk_gen_py, _walk_py  # noqa: F401
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "ledgers"
 
@@ -44,6 +44,8 @@ def seed_corpus() -> str:
 
 
 if __name__ == "__main__":
-    args = sys.argv + ([seed_corpus()] if TESTDATA.exists() and not any(not a.startswith("-") for a in sys.argv[1:]) else [])
+    args = sys.argv + (
+        [seed_corpus()] if TESTDATA.exists() and not any(not a.startswith("-") for a in sys.argv[1:]) else []
+    )
     atheris.Setup(args, one_input)
     atheris.Fuzz()

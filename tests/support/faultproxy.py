@@ -184,7 +184,7 @@ class FaultProxy:
                 await asyncio.sleep(delay)
             try:
                 status_line, resp_headers, resp_body = await self._forward(request_line, headers, body, method)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 await writer.drain()
                 return

@@ -44,6 +44,12 @@ GetLedgerRangeRequest = _message("GetLedgerRangeRequest")
 GetLedgerRangeResponse = _message("GetLedgerRangeResponse")
 
 __all__ = [
-    "SERVICE", "STREAM_METHOD", "RANGE_METHOD", "POOL",
-    "StreamLedgersRequest", "RawLedger", "GetLedgerRangeRequest", "GetLedgerRangeResponse",
+    "SERVICE",
+    "STREAM_METHOD",
+    "RANGE_METHOD",
+    "POOL",
+    "StreamLedgersRequest",
+    "RawLedger",
+    "GetLedgerRangeRequest",
+    "GetLedgerRangeResponse",
 ]

@@ -80,7 +80,7 @@ def raw_ledger_frames(
     with _bytes_view(buf) as data:
         return [
             _frame(_sequence(s), data, _span(o, "offset"), _span(n, "length"))
-            for s, o, n in zip(sequences, offsets, lengths)
+            for s, o, n in zip(sequences, offsets, lengths, strict=True)
         ]
 
 

@@ -9,6 +9,7 @@ LedgerFacts = tuple[int, int, int, bytes, bytes, bool]
 
 def header_span(buf: Buffer, offset: int, length: int) -> tuple[int, int, int, int, int]: ...
 def index_ledgers(buf: Buffer, spans: Iterable[Sequence[int]], first: int = ...) -> list[LedgerFacts]: ...
+
 # frames, first ledger's previousLedgerHash, last ledger's hash, total frame bytes, fallback ledgers
 Framed = tuple[list[bytes], bytes | None, bytes | None, int, int]
 

@@ -50,8 +50,10 @@ def index_ledgers(buf, spans, first: int = 0):
     out = []
     for i, span in enumerate(spans, first):
         v, hash_at, h, he, seq_at = _locate(b, span[0], span[1], i)
-        own = bytes(b[hash_at:hash_at + 32])
-        out.append((_u32(b, seq_at)[0], v, _u32(b, h)[0], own, bytes(b[h + 4:h + 36]), sha256(b[h:he]).digest() == own))
+        own = bytes(b[hash_at : hash_at + 32])
+        out.append(
+            (_u32(b, seq_at)[0], v, _u32(b, h)[0], own, bytes(b[h + 4 : h + 36]), sha256(b[h:he]).digest() == own)
+        )
     return out
 
 
@@ -65,17 +67,23 @@ def frame_ledgers(buf, spans, start: int, end: int, verify: bool = True):
         _, hash_at, h, he, seq_at = _locate(b, off, span[1], i)
         seq = _u32(b, seq_at)[0]
         if seq != start + i:
-            raise XdrError(f"ledger sequence {seq} where the batch bounds {start}-{end} put {start + i}",
-                           off, "LedgerCloseMetaBatch", i)
-        own = bytes(b[hash_at:hash_at + 32])
+            raise XdrError(
+                f"ledger sequence {seq} where the batch bounds {start}-{end} put {start + i}",
+                off,
+                "LedgerCloseMetaBatch",
+                i,
+            )
+        own = bytes(b[hash_at : hash_at + 32])
         if i == 0:
-            first_prev = bytes(b[h + 4:h + 36])
+            first_prev = bytes(b[h + 4 : h + 36])
         if verify:
             if sha256(b[h:he]).digest() != own:
                 raise HashError(f"ledger {seq}: header hash does not match SHA-256 of the header (at byte {off})")
-            if prev_hash is not None and b[h + 4:h + 36] != prev_hash:
-                raise HashError(f"ledger {seq}: previousLedgerHash {bytes(b[h + 4:h + 36]).hex()} is not the hash of "
-                                f"ledger {seq - 1} ({prev_hash.hex()}) (at byte {off})")
+            if prev_hash is not None and b[h + 4 : h + 36] != prev_hash:
+                raise HashError(
+                    f"ledger {seq}: previousLedgerHash {bytes(b[h + 4 : h + 36]).hex()} is not the hash of "
+                    f"ledger {seq - 1} ({prev_hash.hex()}) (at byte {off})"
+                )
         prev_hash = own
         frame = raw_ledger_frame(seq, b, off, span[1])
         nbytes += len(frame)

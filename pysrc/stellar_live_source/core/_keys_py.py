@@ -44,9 +44,7 @@ class Layout:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         per_partition = ledgers_per_file * files_per_partition
         if per_partition > _MAX:
-            raise ValueError(
-                f"ledgers_per_file * files_per_partition must fit in uint32, got {per_partition}"
-            )
+            raise ValueError(f"ledgers_per_file * files_per_partition must fit in uint32, got {per_partition}")
         setattr_ = object.__setattr__  # the instance is immutable, like the compiled one
         setattr_(self, "ledgers_per_file", int(ledgers_per_file))
         setattr_(self, "files_per_partition", int(files_per_partition))
@@ -78,15 +76,15 @@ class Layout:
         if self.files_per_partition == 1:
             return ""
         end = min(start + self.ledgers_per_partition - 1, _MAX)
-        return "%08X--%d-%d" % (_MAX - start, start, end)
+        return f"{_MAX - start:08X}--{start}-{end}"
 
     def file_name(self, seq: int, extension: str | None = None) -> str:
         start = self.file_start(seq)
         ext = self.extension if extension is None else _ext(extension)
         if self.ledgers_per_file == 1:
-            return "%08X--%d%s" % (_MAX - start, start, ext)
+            return f"{_MAX - start:08X}--{start}{ext}"
         end = min(start + self.ledgers_per_file - 1, _MAX)
-        return "%08X--%d-%d%s" % (_MAX - start, start, end, ext)
+        return f"{_MAX - start:08X}--{start}-{end}{ext}"
 
     def object_key(self, seq: int, extension: str | None = None) -> str:
         name = self.file_name(seq, extension)
@@ -125,9 +123,7 @@ class Layout:
             else:
                 folder = self.partition_dir(start)
                 if parent != folder and _PARTITION_LIKE.match(parent):
-                    raise ValueError(
-                        f"bad datalake key {key!r} for {self!r}: partition folder should be {folder!r}"
-                    )
+                    raise ValueError(f"bad datalake key {key!r} for {self!r}: partition folder should be {folder!r}")
         return start, min(start + self.ledgers_per_file - 1, _MAX), ext
 
     def __eq__(self, other: object) -> bool:

@@ -40,7 +40,7 @@ def _hashed_header(b, p: int, n: int) -> int:
         end = gen.w_LedgerHeader(b, h + 32, n, _State(8))
     except gen.WalkFailure:
         return -1
-    return h if sha256(b[h + 32:end]).digest() == b[h:h + 32] else -1
+    return h if sha256(b[h + 32 : end]).digest() == b[h : h + 32] else -1
 
 
 def _delimit_by_hash(b, p: int, n: int, last: bool) -> int:
@@ -51,7 +51,7 @@ def _delimit_by_hash(b, p: int, n: int, last: bool) -> int:
         return -1
     if last:
         return n
-    own = bytes(b[h:h + 32])
+    own = bytes(b[h : h + 32])
     base = h + 32 + 36
     rest = bytes(b[base:n])
     found = rest.find(own)
@@ -95,8 +95,15 @@ def split_batch(buf, max_depth: int = DEFAULT_MAX_DEPTH, fallback: bool = False)
     return start, end, _split(b, 12, len(b), count, max_depth, fallback, 0)
 
 
-def split_ledgers(buf, offset: int = 0, end: int = -1, count: int = 1,
-                  max_depth: int = DEFAULT_MAX_DEPTH, fallback: bool = False, first: int = 0):
+def split_ledgers(
+    buf,
+    offset: int = 0,
+    end: int = -1,
+    count: int = 1,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    fallback: bool = False,
+    first: int = 0,
+):
     b = memoryview(buf).cast("B")
     if end < 0:
         end = len(b)

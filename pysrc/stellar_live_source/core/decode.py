@@ -46,7 +46,7 @@ class Decoded(NamedTuple):
 
     def xdr(self, i: int) -> memoryview:
         led = self.ledgers[i]
-        return memoryview(self.data)[led.offset:led.offset + led.length]
+        return memoryview(self.data)[led.offset : led.offset + led.length]
 
     @property
     def size(self) -> int:
@@ -61,13 +61,18 @@ class Stats:
 
 def _fallback(seq: int, offset: int, length: int) -> None:
     Stats.fallback_ledgers += 1
-    log.warning("ledger %d (offset %d, %d bytes) delimited by the hash chain: its XDR has a union arm "
-                "newer than this build's grammar", seq, offset, length)
+    log.warning(
+        "ledger %d (offset %d, %d bytes) delimited by the hash chain: its XDR has a union arm "
+        "newer than this build's grammar",
+        seq,
+        offset,
+        length,
+    )
 
 
 def _ledgers(data: bytes, spans: list, first: int = 0) -> list[Ledger]:
     facts = index.index_ledgers(data, spans, first)
-    out = [Ledger(f[0], f[1], f[2], s[0], s[1], f[3], f[4], f[5], s[2]) for f, s in zip(facts, spans)]
+    out = [Ledger(f[0], f[1], f[2], s[0], s[1], f[3], f[4], f[5], s[2]) for f, s in zip(facts, spans, strict=True)]
     for led in out:
         if led.fallback:
             _fallback(led.seq, led.offset, led.length)
@@ -78,7 +83,9 @@ def verify_chain(ledgers: list[Ledger], prev_hash: bytes | None = None) -> None:
     """Every header hash is right and each ledger names its predecessor's hash."""
     for led in ledgers:
         if not led.hash_ok:
-            raise HashError(f"ledger {led.seq}: header hash does not match SHA-256 of the header (at byte {led.offset})")
+            raise HashError(
+                f"ledger {led.seq}: header hash does not match SHA-256 of the header (at byte {led.offset})"
+            )
         if prev_hash is not None and led.prev != prev_hash:
             raise HashError(
                 f"ledger {led.seq}: previousLedgerHash {led.prev.hex()} is not the hash of ledger {led.seq - 1} "
@@ -93,8 +100,9 @@ def _split_options(unknown_arms: str, max_depth: int) -> dict:
     return {"max_depth": max_depth, "fallback": unknown_arms == "hash-chain"}
 
 
-def decode_batch(data: bytes, *, verify: bool = True, unknown_arms: str = "error",
-                 max_depth: int = walk.DEFAULT_MAX_DEPTH) -> Decoded:
+def decode_batch(
+    data: bytes, *, verify: bool = True, unknown_arms: str = "error", max_depth: int = walk.DEFAULT_MAX_DEPTH
+) -> Decoded:
     """Split and index a decompressed LedgerCloseMetaBatch, checking its bounds."""
     start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
     ledgers = _ledgers(data, spans)
@@ -102,15 +110,25 @@ def decode_batch(data: bytes, *, verify: bool = True, unknown_arms: str = "error
         raise XdrError(f"batch bounds {start}-{end} do not match its {len(ledgers)} ledgers", 0, "LedgerCloseMetaBatch")
     for i, led in enumerate(ledgers):
         if led.seq != start + i:
-            raise XdrError(f"ledger sequence {led.seq} where the batch bounds {start}-{end} put {start + i}",
-                           led.offset, "LedgerCloseMetaBatch", i)
+            raise XdrError(
+                f"ledger sequence {led.seq} where the batch bounds {start}-{end} put {start + i}",
+                led.offset,
+                "LedgerCloseMetaBatch",
+                i,
+            )
     if verify:
         verify_chain(ledgers)
     return Decoded(data, ledgers, "batch", start, end)
 
 
-def decode_object(raw, *, max_size: int = zstd.DEFAULT_MAX_SIZE, verify: bool = True,
-                  unknown_arms: str = "error", max_depth: int = walk.DEFAULT_MAX_DEPTH) -> Decoded:
+def decode_object(
+    raw,
+    *,
+    max_size: int = zstd.DEFAULT_MAX_SIZE,
+    verify: bool = True,
+    unknown_arms: str = "error",
+    max_depth: int = walk.DEFAULT_MAX_DEPTH,
+) -> Decoded:
     """Decode one datalake object: zstd-compressed LedgerCloseMetaBatch."""
     return decode_batch(zstd.decompress(raw, max_size), verify=verify, unknown_arms=unknown_arms, max_depth=max_depth)
 
@@ -127,8 +145,14 @@ class Framed(NamedTuple):
     fallback: int  # ledgers delimited by the hash-chain fallback
 
 
-def frame_object(raw, *, max_size: int = zstd.DEFAULT_MAX_SIZE, verify: bool = True,
-                 unknown_arms: str = "error", max_depth: int = walk.DEFAULT_MAX_DEPTH) -> Framed:
+def frame_object(
+    raw,
+    *,
+    max_size: int = zstd.DEFAULT_MAX_SIZE,
+    verify: bool = True,
+    unknown_arms: str = "error",
+    max_depth: int = walk.DEFAULT_MAX_DEPTH,
+) -> Framed:
     """``decode_object`` for serving: the same checks, ledger by ledger, and
     each ledger's RawLedger frame instead of a ``Ledger`` (no Python object
     per ledger but its frame). A batch without ledgers is an XdrError."""
@@ -159,8 +183,14 @@ def _records(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def decode_file(raw: bytes, fmt: str | None = None, *, max_size: int = zstd.DEFAULT_MAX_SIZE,
-                unknown_arms: str = "error", max_depth: int = walk.DEFAULT_MAX_DEPTH) -> Decoded:
+def decode_file(
+    raw: bytes,
+    fmt: str | None = None,
+    *,
+    max_size: int = zstd.DEFAULT_MAX_SIZE,
+    unknown_arms: str = "error",
+    max_depth: int = walk.DEFAULT_MAX_DEPTH,
+) -> Decoded:
     """Decode a file of ledgers in any framing the exporter or Stellar Core
     writes (``FORMATS``), zstd-compressed or not.
 
@@ -190,5 +220,6 @@ def decode_file(raw: bytes, fmt: str | None = None, *, max_size: int = zstd.DEFA
     if len(errors) == 1:
         raise errors[0]
     best = max(errors, key=lambda e: getattr(e, "offset", -1))
-    raise CoreError(f"no framing fits ({', '.join(FORMATS)}); the closest, {FORMATS[errors.index(best)]}: {best}") from best
-
+    raise CoreError(
+        f"no framing fits ({', '.join(FORMATS)}); the closest, {FORMATS[errors.index(best)]}: {best}"
+    ) from best

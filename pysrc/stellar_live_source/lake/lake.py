@@ -60,7 +60,7 @@ class Corrupt(Exception):
     """An object failed to decode or verify twice: the message names the key and offset."""
 
 
-async def retrying(what: str, call, settings: "LakeSettings"):
+async def retrying(what: str, call, settings: LakeSettings):
     """``await call()``, retrying StorageError with exponential backoff and full
     jitter; after ``retry_attempts`` retries, Unavailable. A missing object
     (ObjectNotFound) is an answer, not a failure: it is raised at once."""
@@ -72,7 +72,7 @@ async def retrying(what: str, call, settings: "LakeSettings"):
         except StorageError as exc:
             if attempt == settings.retry_attempts:
                 raise Unavailable(f"storage failed {what} after {attempt + 1} tries: {exc}") from exc
-            wait = random.uniform(0, min(settings.retry_backoff_max, settings.retry_backoff * 2 ** attempt))
+            wait = random.uniform(0, min(settings.retry_backoff_max, settings.retry_backoff * 2**attempt))
             log.info("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, wait)
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")
@@ -100,8 +100,9 @@ class Lake:
         self.settings = settings
         self.manifest = manifest
         self.cache = ObjectCache(settings.cache_bytes)
-        self._decoder = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode",
-                                           initializer=_yield_to_the_loop)
+        self._decoder = ThreadPoolExecutor(
+            settings.decode_workers, thread_name_prefix="decode", initializer=_yield_to_the_loop
+        )
         self._newest: tuple[str, int] | None = None  # (key, newest ledger)
         self._oldest: int | None = None
         self._oldest_search: asyncio.Future | None = None
@@ -124,8 +125,10 @@ class Lake:
         lpf, fpp = settings.ledgers_per_file, settings.files_per_partition
         problems = []
         if manifest is not None:
-            for name, env, given, key in (("ledgers_per_file", "LEDGERS_PER_FILE", lpf, "ledgersPerBatch"),
-                                          ("files_per_partition", "FILES_PER_PARTITION", fpp, "batchesPerPartition")):
+            for env, given, key in (
+                ("LEDGERS_PER_FILE", lpf, "ledgersPerBatch"),
+                ("FILES_PER_PARTITION", fpp, "batchesPerPartition"),
+            ):
                 if given is not None and given != manifest.get(key):
                     problems.append(f"{env}={given} contradicts the lake manifest's {key}={manifest.get(key)}")
             if manifest.get("compression", "zstd") != "zstd":
@@ -259,6 +262,7 @@ class Lake:
         of the layout (partition folder, file) starts with 8 hex digits, so a
         search over them takes a few rounds of one-key listings whatever the
         lake's size: 8-way, the 7 probes of a round listed at once."""
+
         async def any_after(after: str) -> bool:
             return bool(await self._list(prefix, start_after=after, limit=1))
 
@@ -274,13 +278,13 @@ class Lake:
             except ExceptionGroup as group:
                 raise group.exceptions[0] from None
             found = [p.result() for p in probes]
-            below = [x for x, f in zip(points, found) if f]
-            above = [x for x, f in zip(points, found) if not f]
+            below = [x for x, f in zip(points, found, strict=True) if f]
+            above = [x for x, f in zip(points, found, strict=True) if not f]
             lo = max(below, default=lo)
             hi = min((x for x in above if x > lo), default=hi + 1) - 1
         key = (await self._list(f"{prefix}{lo:08X}", limit=1))[0]
-        if "/" in key[len(prefix):]:  # a partition folder: its last file, the same way
-            return await self._last_key(key[:key.index("/", len(prefix)) + 1])
+        if "/" in key[len(prefix) :]:  # a partition folder: its last file, the same way
+            return await self._last_key(key[: key.index("/", len(prefix)) + 1])
         return key
 
     # -- the tip --

@@ -16,8 +16,9 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any
 
 __all__ = ["Storage", "StorageError", "ObjectNotFound", "StorageConfigError", "open_storage"]
 
@@ -70,7 +71,7 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def _check(self) -> None: ...
 
-    def _close_client(self) -> None:
+    def _close_client(self) -> None:  # noqa: B027 - optional hook: most clients hold nothing to close
         pass
 
     async def _call(self, what: str, budget: float, fn: Callable[..., Any], *args: Any) -> Any:
@@ -197,8 +198,12 @@ class FolderStorage(Storage):
                 self._slow_reads += 1
                 if self._slow_reads >= self.INLINE_SLOW_READS:
                     self.inline = False
-                    log.info("%s: %d inline reads took over %.0f ms; reads go to the pool",
-                             self.description, self._slow_reads, self.INLINE_SLOW * 1e3)
+                    log.info(
+                        "%s: %d inline reads took over %.0f ms; reads go to the pool",
+                        self.description,
+                        self._slow_reads,
+                        self.INLINE_SLOW * 1e3,
+                    )
 
     def _get(self, key: str) -> bytes:
         try:
@@ -266,12 +271,29 @@ class S3Storage(Storage):
     kind = "S3"
     # Codes that mean the configuration is wrong, not that the call was unlucky.
     _CONFIG_CODES = {
-        "NoSuchBucket", "404", "AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId",
-        "SignatureDoesNotMatch", "InvalidBucketName", "PermanentRedirect", "301", "AuthorizationHeaderMalformed",
+        "NoSuchBucket",
+        "404",
+        "AccessDenied",
+        "403",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "PermanentRedirect",
+        "301",
+        "AuthorizationHeaderMalformed",
     }
 
-    def __init__(self, bucket: str, prefix: str, region: str | None, endpoint: str | None,
-                 force_path_style: bool, timeout: float, pool_size: int) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        region: str | None,
+        endpoint: str | None,
+        force_path_style: bool,
+        timeout: float,
+        pool_size: int,
+    ) -> None:
         import boto3
         import botocore.config
         from botocore.exceptions import BotoCoreError, ClientError
@@ -368,8 +390,13 @@ class GCSStorage(Storage):
         from google.cloud.storage.exceptions import DataCorruption
 
         self._NotFound, self._Forbidden = api_exc.NotFound, (api_exc.Forbidden, api_exc.Unauthorized)
-        self._transient = (api_exc.GoogleAPIError, requests.RequestException, auth_exc.GoogleAuthError,
-                           DataCorruption, OSError)
+        self._transient = (
+            api_exc.GoogleAPIError,
+            requests.RequestException,
+            auth_exc.GoogleAuthError,
+            DataCorruption,
+            OSError,
+        )
         self._bucket_name, self._root = bucket, _root(prefix)
         super().__init__(f"gs://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, pool_size)
         kw: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
@@ -409,8 +436,13 @@ class GCSStorage(Storage):
             # start_offset is inclusive, hence one extra result. The gcp-storage-emulator
             # ignores start_offset, max_results and paging, so filter and cut here too.
             blobs = self._client.list_blobs(
-                self._bucket, prefix=self._root + prefix, start_offset=after, fields="items(name),nextPageToken",
-                max_results=limit + (after is not None), timeout=self.timeout, retry=None,
+                self._bucket,
+                prefix=self._root + prefix,
+                start_offset=after,
+                fields="items(name),nextPageToken",
+                max_results=limit + (after is not None),
+                timeout=self.timeout,
+                retry=None,
             )
             for blob in blobs:
                 name = blob.name
@@ -426,9 +458,19 @@ class GCSStorage(Storage):
         # Listing needs only storage.objects.list, which reading needs anyway;
         # bucket metadata would need storage.buckets.get, which readers often lack.
         try:
-            next(iter(self._client.list_blobs(
-                self._bucket, prefix=self._root, max_results=1, fields="items(name)", timeout=self.timeout, retry=None
-            )), None)
+            next(
+                iter(
+                    self._client.list_blobs(
+                        self._bucket,
+                        prefix=self._root,
+                        max_results=1,
+                        fields="items(name)",
+                        timeout=self.timeout,
+                        retry=None,
+                    )
+                ),
+                None,
+            )
         except (self._NotFound, *self._Forbidden) as e:
             raise StorageConfigError(f"{self.description}: {type(e).__name__}: {e}") from e
         except self._transient as e:
@@ -438,8 +480,17 @@ class GCSStorage(Storage):
         self._client.close()
 
 
-def open_storage(kind: str, *, bucket: str, prefix: str = "", region: str | None = None, endpoint: str | None = None,
-                 force_path_style: bool = False, timeout: float = 30.0, pool_size: int = 32) -> Storage:
+def open_storage(
+    kind: str,
+    *,
+    bucket: str,
+    prefix: str = "",
+    region: str | None = None,
+    endpoint: str | None = None,
+    force_path_style: bool = False,
+    timeout: float = 30.0,
+    pool_size: int = 32,
+) -> Storage:
     """One Storage per lake, shared by all its streams. `kind` is FS, S3 or GCS.
     Nothing is asked of the bucket until the first call; check() asks first."""
     kind = kind.upper()

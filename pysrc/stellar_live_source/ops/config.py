@@ -157,9 +157,7 @@ class Config:
 
 SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "explicit"}
 SETTINGS: tuple[Setting, ...] = tuple(
-    replace(f.metadata["setting"], section=name, key=f.name)
-    for name, cls in SECTIONS.items()
-    for f in fields(cls)
+    replace(f.metadata["setting"], section=name, key=f.name) for name, cls in SECTIONS.items() for f in fields(cls)
 )
 _BY_YAML_KEY = {s.yaml_key: s for s in SETTINGS}
 

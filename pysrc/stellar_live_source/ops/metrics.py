@@ -17,20 +17,23 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.info = Info(f"{PREFIX}_build", "Version and loaded core backend", registry=r)
-        self.info.info({"version": __version__, "core_backend": BACKEND, "zstd": ZSTD_VERSION, "header_hash": index.SHA256})
+        self.info.info(
+            {"version": __version__, "core_backend": BACKEND, "zstd": ZSTD_VERSION, "header_hash": index.SHA256}
+        )
         self.streams_active = Gauge(f"{PREFIX}_streams_active", "Streams being served", registry=r)
         self.streams_started = Counter(f"{PREFIX}_streams_started", "Streams started", registry=r)
-        self.streams_ended = Counter(f"{PREFIX}_streams_ended", "Streams ended, by gRPC status",
-                                     ["code"], registry=r)
+        self.streams_ended = Counter(f"{PREFIX}_streams_ended", "Streams ended, by gRPC status", ["code"], registry=r)
         self.ledgers_sent = Counter(f"{PREFIX}_ledgers_sent", "Ledgers sent to clients", registry=r)
         self.bytes_sent = Counter(f"{PREFIX}_bytes_sent", "RawLedger bytes sent to clients", registry=r)
-        self.range_calls = Counter(f"{PREFIX}_range_calls", "GetLedgerRange calls, by gRPC status",
-                                   ["code"], registry=r)
+        self.range_calls = Counter(
+            f"{PREFIX}_range_calls", "GetLedgerRange calls, by gRPC status", ["code"], registry=r
+        )
         self.newest_ledger = Gauge(f"{PREFIX}_lake_newest_ledger", "Newest ledger in the lake", registry=r)
         self.cache_bytes = Gauge(f"{PREFIX}_cache_bytes", "Bytes of decoded objects cached", registry=r)
         self.storage_fetches = Gauge(f"{PREFIX}_storage_fetches", "Object reads from storage", registry=r)
-        self.fallback_ledgers = Gauge(f"{PREFIX}_xdr_fallback_ledgers",
-                                      "Ledgers delimited by the hash-chain fallback", registry=r)
+        self.fallback_ledgers = Gauge(
+            f"{PREFIX}_xdr_fallback_ledgers", "Ledgers delimited by the hash-chain fallback", registry=r
+        )
         self.fallback_ledgers.set_function(lambda: core_decode.Stats.fallback_ledgers)
 
     def watch_lake(self, lake) -> None:

@@ -48,7 +48,9 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # musl, macOS, Windows: nothing to tune
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = all(mallopt(opt, value) == 1 for opt, value in
-             ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1)))
+    ok = all(
+        mallopt(opt, value) == 1
+        for opt, value in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1))
+    )
     log.debug("malloc %s", "tuned" if ok else "left as it was")
     return ok

@@ -41,9 +41,16 @@ class Bound:
 def configured_storage(config):
     """The storage backend the configuration names."""
     st = config.storage
-    return open_storage(st.type, bucket=st.bucket_name, prefix=st.path, region=st.region or None,
-                        endpoint=st.endpoint or None, force_path_style=st.force_path_style,
-                        timeout=st.timeout, pool_size=st.pool_size)
+    return open_storage(
+        st.type,
+        bucket=st.bucket_name,
+        prefix=st.path,
+        region=st.region or None,
+        endpoint=st.endpoint or None,
+        force_path_style=st.force_path_style,
+        timeout=st.timeout,
+        pool_size=st.pool_size,
+    )
 
 
 def lake_settings(config) -> LakeSettings:
@@ -52,9 +59,14 @@ def lake_settings(config) -> LakeSettings:
         # Only what the operator set may contradict the lake's manifest.
         ledgers_per_file=st.ledgers_per_file if "LEDGERS_PER_FILE" in config.explicit else None,
         files_per_partition=st.files_per_partition if "FILES_PER_PARTITION" in config.explicit else None,
-        retry_attempts=st.retry_attempts, retry_backoff=st.retry_backoff, poll_interval=st.poll_interval,
-        cache_bytes=st.cache_bytes, max_object_bytes=st.max_object_bytes, verify=config.stream.verify_hash_chain,
-        unknown_arms=config.stream.xdr_unknown_arms)
+        retry_attempts=st.retry_attempts,
+        retry_backoff=st.retry_backoff,
+        poll_interval=st.poll_interval,
+        cache_bytes=st.cache_bytes,
+        max_object_bytes=st.max_object_bytes,
+        verify=config.stream.verify_hash_chain,
+        unknown_arms=config.stream.xdr_unknown_arms,
+    )
 
 
 class App:
@@ -84,11 +96,21 @@ class App:
         self._storage = storage = configured_storage(c)
         self.lake = await Lake.open(storage, lake_settings(c))
         self.metrics.watch_lake(self.lake)
-        self.service = RawLedgerService(self.lake, StreamSettings(
-            buffer_size=st.buffer_size, num_workers=st.num_workers, readahead_bytes=st.readahead_bytes,
-            missing_object_wait=st.missing_object_wait, poll_interval=st.poll_interval,
-            verify=c.stream.verify_hash_chain, range_max_ledgers=c.stream.range_max_ledgers,
-            range_max_bytes=c.stream.range_max_bytes), self.metrics, c.server.max_concurrent_streams)
+        self.service = RawLedgerService(
+            self.lake,
+            StreamSettings(
+                buffer_size=st.buffer_size,
+                num_workers=st.num_workers,
+                readahead_bytes=st.readahead_bytes,
+                missing_object_wait=st.missing_object_wait,
+                poll_interval=st.poll_interval,
+                verify=c.stream.verify_hash_chain,
+                range_max_ledgers=c.stream.range_max_ledgers,
+                range_max_bytes=c.stream.range_max_bytes,
+            ),
+            self.metrics,
+            c.server.max_concurrent_streams,
+        )
 
         health_port = None
         if c.server.health_port is not None and c.server.health_port >= 0:
@@ -99,13 +121,18 @@ class App:
             self._metrics_server, _ = self.metrics.serve(c.server.host, c.monitoring.metrics_port)
             metrics_port = self._metrics_server.server_port
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
-        self.server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
-                                               ("grpc.max_receive_message_length", 1 << 20),
-                                               ("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_receive_message_length", 1 << 20),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
         self.server.add_generic_rpc_handlers((self.service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((api.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                            self.server, pool=api.POOL)
+        reflection.enable_server_reflection(
+            (api.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server, pool=api.POOL
+        )
         port = self.server.add_insecure_port(f"{_host(c.server.host)}:{c.server.port}")
         if port == 0:
             raise OSError(f"cannot bind the gRPC port {c.server.host}:{c.server.port}")
@@ -116,8 +143,16 @@ class App:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(api.SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(port, health_port, metrics_port)
-        log.info("serving %s (%s ledgers, newest %s) on %s:%d; core %s, zstd %s",
-                 storage.description, self.lake.layout.extension, newest, c.server.host, port, BACKEND, ZSTD_VERSION)
+        log.info(
+            "serving %s (%s ledgers, newest %s) on %s:%d; core %s, zstd %s",
+            storage.description,
+            self.lake.layout.extension,
+            newest,
+            c.server.host,
+            port,
+            BACKEND,
+            ZSTD_VERSION,
+        )
         return self.bound
 
     async def _look_up_oldest(self) -> None:
@@ -188,10 +223,13 @@ class App:
                 body = json.dumps(report).encode()
             else:
                 status, body = "404 Not Found", b'{"error": "not found"}'
-            writer.write(f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, IndexError):
+        except (TimeoutError, ConnectionError, IndexError):
             pass
         finally:
             writer.close()

@@ -53,8 +53,9 @@ class RawLedgerService:
         if self.draining.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another instance")
         if self.active >= self.max_streams:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"the server serves at most {self.max_streams} streams at once")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server serves at most {self.max_streams} streams at once"
+            )
         self.active += 1
         self.metrics.streams_active.inc()
         self.metrics.streams_started.inc()
@@ -93,9 +94,14 @@ class RawLedgerService:
         return out
 
     def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(api.SERVICE, {
-            "StreamRawLedgers": grpc.unary_stream_rpc_method_handler(
-                self.stream_raw_ledgers, request_deserializer=api.StreamLedgersRequest.FromString),
-            "GetLedgerRange": grpc.unary_unary_rpc_method_handler(
-                self.get_ledger_range, request_deserializer=api.GetLedgerRangeRequest.FromString),
-        })
+        return grpc.method_handlers_generic_handler(
+            api.SERVICE,
+            {
+                "StreamRawLedgers": grpc.unary_stream_rpc_method_handler(
+                    self.stream_raw_ledgers, request_deserializer=api.StreamLedgersRequest.FromString
+                ),
+                "GetLedgerRange": grpc.unary_unary_rpc_method_handler(
+                    self.get_ledger_range, request_deserializer=api.GetLedgerRangeRequest.FromString
+                ),
+            },
+        )

@@ -61,8 +61,10 @@ class StreamSettings:
 
 def check_start(start: int, end: int = 0, end_name: str = "end_ledger") -> None:
     if start < 2:
-        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"start_ledger must be 2 or more (the first ledger with meta is 2), got {start}")
+        raise StreamError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"start_ledger must be 2 or more (the first ledger with meta is 2), got {start}",
+        )
     if end and end < start:
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{end_name} {end} is before start_ledger {start}")
 
@@ -80,8 +82,10 @@ async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
         oldest = await lake.oldest(refresh=True)  # the lake may have grown backwards since
         if oldest is not None and start < oldest:
             newest = await lake.newest()
-            raise StreamError(grpc.StatusCode.OUT_OF_RANGE,
-                              f"start_ledger {start} is below the oldest ledger in the lake; it holds {oldest}-{newest}")
+            raise StreamError(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"start_ledger {start} is below the oldest ledger in the lake; it holds {oldest}-{newest}",
+            )
     return None
 
 
@@ -130,8 +134,12 @@ class ReadAhead:
     def _fill(self, newest: int | None) -> None:
         lpf = self.lake.layout.ledgers_per_file
         limit = newest if self.last is None or newest is None else min(newest, self.last)
-        while (limit is not None and self.next <= limit and len(self.pending) < self.s.buffer_size
-               and self._held() < self.s.readahead_bytes):
+        while (
+            limit is not None
+            and self.next <= limit
+            and len(self.pending) < self.s.buffer_size
+            and self._held() < self.s.readahead_bytes
+        ):
             self.pending[self.next] = asyncio.ensure_future(self._fetch(self.next))
             self.next += lpf
 
@@ -150,8 +158,9 @@ class ReadAhead:
         self.pending.clear()
 
 
-async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSettings,
-                          stop: asyncio.Event | None = None) -> LakeObject:
+async def _object_holding(
+    lake: Lake, ahead: ReadAhead, seq: int, s: StreamSettings, stop: asyncio.Event | None = None
+) -> LakeObject:
     """The object holding ``seq``: waits at the tip as long as it takes, and
     for a gap up to ``missing_object_wait`` (the exporter may upload out of order)."""
     gap_since = None
@@ -170,17 +179,21 @@ async def _object_holding(lake: Lake, ahead: ReadAhead, seq: int, s: StreamSetti
         if now - gap_since >= s.missing_object_wait:
             key = lake.key(seq)
             if obj is None:
-                raise StreamError(grpc.StatusCode.NOT_FOUND,
-                                  f"object {key} is missing while later ledgers exist (newest {newest})")
-            raise StreamError(grpc.StatusCode.NOT_FOUND,
-                              f"ledger {seq} is missing from object {obj.key}, which holds {obj.start}-{obj.end}")
+                raise StreamError(
+                    grpc.StatusCode.NOT_FOUND, f"object {key} is missing while later ledgers exist (newest {newest})"
+                )
+            raise StreamError(
+                grpc.StatusCode.NOT_FOUND,
+                f"ledger {seq} is missing from object {obj.key}, which holds {obj.start}-{obj.end}",
+            )
         await _unless_stopped(asyncio.sleep(min(s.poll_interval, s.missing_object_wait)), stop, seq)
         lake.cache.drop(file_start)
         await lake.newest(refresh=True)
 
 
-async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings,
-                        stop: asyncio.Event | None = None) -> AsyncIterator[list[bytes]]:
+async def stream_frames(
+    lake: Lake, start: int, end: int, s: StreamSettings, stop: asyncio.Event | None = None
+) -> AsyncIterator[list[bytes]]:
     """RawLedger frames from ``start`` to ``end`` inclusive (0: forever), in
     runs: the frames an object holds for the stream, handed over whole so that
     no generator step is spent per ledger. Setting ``stop`` (the server
@@ -197,11 +210,17 @@ async def stream_frames(lake: Lake, start: int, end: int, s: StreamSettings,
                 raise StreamError(grpc.StatusCode.UNAVAILABLE, DRAINING.format(seq=seq))
             obj = await _object_holding(lake, ahead, seq, s, stop)
             if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
-                raise StreamError(grpc.StatusCode.DATA_LOSS,
-                                  f"ledger {seq} in {obj.key} does not chain: its previousLedgerHash "
-                                  f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}")
+                raise StreamError(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"ledger {seq} in {obj.key} does not chain: its previousLedgerHash "
+                    f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}",
+                )
             last = obj.end if not end else min(obj.end, end)
-            yield obj.frames if (seq, last) == (obj.start, obj.end) else obj.frames[seq - obj.start:last - obj.start + 1]
+            yield (
+                obj.frames
+                if (seq, last) == (obj.start, obj.end)
+                else obj.frames[seq - obj.start : last - obj.start + 1]
+            )
             prev_hash = obj.last_hash if last == obj.end else None
             seq = last + 1
     finally:
@@ -232,8 +251,9 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> b
     at the first one missing, at ``range_max_ledgers``, or before passing
     ``range_max_bytes`` (always at least one). Never waits."""
     if not end or end <= start:
-        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"end_ledger {end} must be above start_ledger {start} (it is exclusive)")
+        raise StreamError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"end_ledger {end} must be above start_ledger {start} (it is exclusive)"
+        )
     check_start(start)
     newest = await lake.newest(refresh=True)
     if newest is None or start > newest:
@@ -246,7 +266,9 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> b
         if obj is None or not obj.holds(seq):
             break
         if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
-            raise StreamError(grpc.StatusCode.DATA_LOSS, f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}")
+            raise StreamError(
+                grpc.StatusCode.DATA_LOSS, f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}"
+            )
         while seq <= obj.end and seq < end and len(frames) < s.range_max_ledgers:
             f = obj.frame(seq)
             if frames and total + len(f) > s.range_max_bytes:

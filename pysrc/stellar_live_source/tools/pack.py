@@ -45,9 +45,9 @@ def renumber(ledgers: Iterable[bytes], start: int, count: int, prev_hash: bytes 
         buf = bytearray(xdr)
         _, hash_at, h, he, seq_at = header_span(buf, 0, len(buf))
         struct.pack_into(">I", buf, seq_at, seq)
-        buf[h + 4:h + 36] = prev_hash
+        buf[h + 4 : h + 36] = prev_hash
         prev_hash = sha256(buf[h:he]).digest()
-        buf[hash_at:hash_at + 32] = prev_hash
+        buf[hash_at : hash_at + 32] = prev_hash
         yield bytes(buf)
 
 

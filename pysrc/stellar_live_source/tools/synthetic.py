@@ -36,17 +36,32 @@ _SDK_MISSING = "pack --synthetic needs the [sdk] extra: pip install 'stellar-liv
 # rise inside a cycle, each rise carried by a LEDGER_UPGRADE_VERSION; the next
 # cycle drops back to v0 (fine for sample data). Below protocol 13 tx meta is v1.
 _CYCLE = (
-    (0, 12, "small"), (0, 12, "empty"), (0, 13, "medium"), (0, 19, "small"),
-    (1, 20, "small"), (1, 21, "medium"), (1, 22, "large"), (1, 22, "empty"),
-    (2, 23, "small"), (2, 23, "medium"), (2, 24, "large"), (2, 25, "small"),
+    (0, 12, "small"),
+    (0, 12, "empty"),
+    (0, 13, "medium"),
+    (0, 19, "small"),
+    (1, 20, "small"),
+    (1, 21, "medium"),
+    (1, 22, "large"),
+    (1, 22, "empty"),
+    (2, 23, "small"),
+    (2, 23, "medium"),
+    (2, 24, "large"),
+    (2, 25, "small"),
 )
 # Approximate bytes of transactions per size class ("small" is a fixed handful).
 _BUDGET = {"medium": 200_000, "large": 1_950_000}
 _SIZES = ("mix", "small", "large")
 _TOTAL_COINS = 10**18  # 100 billion XLM in stroops
 _FN_NAMES = ("transfer", "swap", "deposit", "withdraw", "set_data", "submit", "mint", "vote")
-_ENTRY_ARMS = {"ACCOUNT": "account", "TRUSTLINE": "trust_line", "DATA": "data",
-               "CONTRACT_DATA": "contract_data", "CONTRACT_CODE": "contract_code", "TTL": "ttl"}
+_ENTRY_ARMS = {
+    "ACCOUNT": "account",
+    "TRUSTLINE": "trust_line",
+    "DATA": "data",
+    "CONTRACT_DATA": "contract_data",
+    "CONTRACT_CODE": "contract_code",
+    "TTL": "ttl",
+}
 
 
 def _sdk() -> Any:
@@ -125,16 +140,23 @@ class _Gen:
         self.prev_hash = rng.randbytes(32)  # the chain's anchor, from the seed
         keys = [sdk.Keypair.from_raw_ed25519_seed(rng.randbytes(32)) for _ in range(24)]
         self.accounts = [
-            _Account(kp.raw_public_key(), kp, rng.randrange(10**14, 10**16),
-                     rng.randrange(1, start_seq + 1) << 32, max(1, start_seq - 1))
+            _Account(
+                kp.raw_public_key(),
+                kp,
+                rng.randrange(10**14, 10**16),
+                rng.randrange(1, start_seq + 1) << 32,
+                max(1, start_seq - 1),
+            )
             for kp in keys
         ]
         self.validators = [sdk.Keypair.from_raw_ed25519_seed(rng.randbytes(32)) for _ in range(3)]
         self.contracts = [rng.randbytes(32) for _ in range(6)]
         self.wasm_hashes = [rng.randbytes(32) for _ in range(3)]
         issuer = self.accounts[0].raw
-        self.credit = x.Asset(x.AssetType.ASSET_TYPE_CREDIT_ALPHANUM4,
-                              alpha_num4=x.AlphaNum4(x.AssetCode4(b"USDC"), self._account_id(issuer)))
+        self.credit = x.Asset(
+            x.AssetType.ASSET_TYPE_CREDIT_ALPHANUM4,
+            alpha_num4=x.AlphaNum4(x.AssetCode4(b"USDC"), self._account_id(issuer)),
+        )
         self.credit_name = "USDC:" + sdk.StrKey.encode_ed25519_public_key(issuer)
         self.native_sac = self._sac_id(x.Asset(x.AssetType.ASSET_TYPE_NATIVE))
         self.credit_sac = self._sac_id(self.credit)
@@ -164,8 +186,10 @@ class _Gen:
         """Contract id of an asset's Stellar Asset Contract, as core derives it."""
         x = self.x
         preimage = x.ContractIDPreimage(x.ContractIDPreimageType.CONTRACT_ID_PREIMAGE_FROM_ASSET, from_asset=asset)
-        hip = x.HashIDPreimage(x.EnvelopeType.ENVELOPE_TYPE_CONTRACT_ID,
-                               contract_id=x.HashIDPreimageContractID(x.Hash(self.network_id), preimage))
+        hip = x.HashIDPreimage(
+            x.EnvelopeType.ENVELOPE_TYPE_CONTRACT_ID,
+            contract_id=x.HashIDPreimageContractID(x.Hash(self.network_id), preimage),
+        )
         return _sha(hip.to_xdr_bytes())
 
     def _sv(self, kind: str, **arm: Any) -> Any:
@@ -221,7 +245,7 @@ class _Gen:
         if kind == 5:
             return self._sv("U256", u256=x.UInt256Parts(*(x.Uint64(rng.randrange(2**64)) for _ in range(4))))
         if kind == 6:
-            return self._str("memo-%x" % rng.randrange(2**32))
+            return self._str(f"memo-{rng.randrange(2**32):x}")
         if kind == 7:
             return self._addr(rng.choice(self.contracts), contract=True)
         return self._i128(rng.randrange(-(2**100), 2**100))
@@ -233,11 +257,13 @@ class _Gen:
             return self._map([("data", self._bytes(rng.randbytes(size))), ("n", self._scalar())])
         k = rng.randint(2, 3)
         tags = self._vec([self._sym(rng.choice(_FN_NAMES))])
-        return self._map([
-            ("blob", self._bytes(rng.randbytes(size // 2))),
-            ("items", self._vec([self._payload(size // (2 * k), depth - 1) for _ in range(k)])),
-            ("meta", self._map([("a", self._scalar()), ("b", self._scalar()), ("tags", tags)])),
-        ])
+        return self._map(
+            [
+                ("blob", self._bytes(rng.randbytes(size // 2))),
+                ("items", self._vec([self._payload(size // (2 * k), depth - 1) for _ in range(k)])),
+                ("meta", self._map([("a", self._scalar()), ("b", self._scalar()), ("tags", tags)])),
+            ]
+        )
 
     def _replace_blob(self, val: Any) -> Any:
         """A ``_payload`` map with a fresh "blob": an entry's prior state, whose other fields stay."""
@@ -274,16 +300,25 @@ class _Gen:
     def _account_entry(self, a: _Account, seq: int) -> Any:
         x = self.x
         body = x.AccountEntry(
-            self._account_id(a.raw), x.Int64(a.balance), x.SequenceNumber(x.Int64(a.seq)), x.Uint32(a.subentries),
-            None, x.Uint32(0), x.String32(b""), x.Thresholds(b"\x01\x00\x00\x00"), [], x.AccountEntryExt(0),
+            self._account_id(a.raw),
+            x.Int64(a.balance),
+            x.SequenceNumber(x.Int64(a.seq)),
+            x.Uint32(a.subentries),
+            None,
+            x.Uint32(0),
+            x.String32(b""),
+            x.Thresholds(b"\x01\x00\x00\x00"),
+            [],
+            x.AccountEntryExt(0),
         )
         return self._entry(seq, "ACCOUNT", body)
 
     def _trustline_entry(self, a: _Account, seq: int) -> Any:
         x = self.x
         asset = x.TrustLineAsset(x.AssetType.ASSET_TYPE_CREDIT_ALPHANUM4, alpha_num4=self.credit.alpha_num4)
-        body = x.TrustLineEntry(self._account_id(a.raw), asset, x.Int64(a.credit), x.Int64(2**62), x.Uint32(1),
-                                x.TrustLineEntryExt(0))
+        body = x.TrustLineEntry(
+            self._account_id(a.raw), asset, x.Int64(a.credit), x.Int64(2**62), x.Uint32(1), x.TrustLineEntryExt(0)
+        )
         return self._entry(seq, "TRUSTLINE", body)
 
     def _change(self, kind: str, entry: Any) -> Any:
@@ -313,8 +348,11 @@ class _Gen:
 
     def _instance_key(self, contract: bytes) -> Any:
         x = self.x
-        lkcd = x.LedgerKeyContractData(self._sc_address(contract, contract=True),
-                                       self._sv("LEDGER_KEY_CONTRACT_INSTANCE"), x.ContractDataDurability.PERSISTENT)
+        lkcd = x.LedgerKeyContractData(
+            self._sc_address(contract, contract=True),
+            self._sv("LEDGER_KEY_CONTRACT_INSTANCE"),
+            x.ContractDataDurability.PERSISTENT,
+        )
         return x.LedgerKey(x.LedgerEntryType.CONTRACT_DATA, contract_data=lkcd)
 
     def _code_key(self, wasm_hash: bytes) -> Any:
@@ -384,16 +422,26 @@ class _Gen:
         if tx is not None:
             tagged = x.TransactionSignaturePayloadTaggedTransaction(x.EnvelopeType.ENVELOPE_TYPE_TX, tx=tx)
         else:
-            tagged = x.TransactionSignaturePayloadTaggedTransaction(x.EnvelopeType.ENVELOPE_TYPE_TX_FEE_BUMP,
-                                                                    fee_bump=fee_bump)
+            tagged = x.TransactionSignaturePayloadTaggedTransaction(
+                x.EnvelopeType.ENVELOPE_TYPE_TX_FEE_BUMP, fee_bump=fee_bump
+            )
         return _sha(x.TransactionSignaturePayload(x.Hash(self.network_id), tagged).to_xdr_bytes())
 
     def _sign(self, kp: Any, tx_hash: bytes) -> Any:
         x = self.x
         return x.DecoratedSignature(x.SignatureHint(kp.signature_hint()), x.Signature(kp.sign(tx_hash)))
 
-    def _envelope(self, seq: int, protocol: int, src: _Account, payer: _Account, fee: int, ops: list, ext: Any,
-                  allow_v0: bool = False) -> tuple[Any, bytes, bytes | None]:
+    def _envelope(
+        self,
+        seq: int,
+        protocol: int,
+        src: _Account,
+        payer: _Account,
+        fee: int,
+        ops: list,
+        ext: Any,
+        allow_v0: bool = False,
+    ) -> tuple[Any, bytes, bytes | None]:
         """Signed envelope, a fee bump when ``payer`` is not ``src``.
 
         Returns (envelope, hash its result pair carries, inner tx hash of a fee bump or None).
@@ -421,9 +469,12 @@ class _Gen:
         inner = x.TransactionV1Envelope(tx, sigs)
         if payer is src:
             return x.TransactionEnvelope(env_type.ENVELOPE_TYPE_TX, v1=inner), tx_hash, None
-        fb = x.FeeBumpTransaction(self._muxed(payer.raw, protocol), x.Int64(fee + 2 * self.base_fee),
-                                  x.FeeBumpTransactionInnerTx(env_type.ENVELOPE_TYPE_TX, v1=inner),
-                                  x.FeeBumpTransactionExt(0))
+        fb = x.FeeBumpTransaction(
+            self._muxed(payer.raw, protocol),
+            x.Int64(fee + 2 * self.base_fee),
+            x.FeeBumpTransactionInnerTx(env_type.ENVELOPE_TYPE_TX, v1=inner),
+            x.FeeBumpTransactionExt(0),
+        )
         fb_hash = self._tx_hash(fee_bump=fb)
         fb_env = x.FeeBumpTransactionEnvelope(fb, [self._sign(payer.kp, fb_hash)])
         return x.TransactionEnvelope(env_type.ENVELOPE_TYPE_TX_FEE_BUMP, fee_bump=fb_env), fb_hash, tx_hash
@@ -434,8 +485,9 @@ class _Gen:
         code = codes.txSUCCESS if ok else codes.txFAILED
         if inner_hash is None:
             return x.TransactionResultResult(code, results=op_results)
-        inner = x.InnerTransactionResult(x.Int64(inner_fee), x.InnerTransactionResultResult(code, results=op_results),
-                                         x.InnerTransactionResultExt(0))
+        inner = x.InnerTransactionResult(
+            x.Int64(inner_fee), x.InnerTransactionResultResult(code, results=op_results), x.InnerTransactionResultExt(0)
+        )
         outer = codes.txFEE_BUMP_INNER_SUCCESS if ok else codes.txFEE_BUMP_INNER_FAILED
         pair = x.InnerTransactionResultPair(x.Hash(inner_hash), inner)
         return x.TransactionResultResult(outer, inner_result_pair=pair)
@@ -447,17 +499,25 @@ class _Gen:
         x = self.x
         stage = x.TransactionEventStage
         topics = [self._sym("fee"), self._addr(payer.raw)]
-        events = [x.TransactionEvent(stage.TRANSACTION_EVENT_STAGE_BEFORE_ALL_TXS,
-                                     self._event(self.native_sac, topics, self._i128(charged)))]
+        events = [
+            x.TransactionEvent(
+                stage.TRANSACTION_EVENT_STAGE_BEFORE_ALL_TXS, self._event(self.native_sac, topics, self._i128(charged))
+            )
+        ]
         if refund:
-            events.append(x.TransactionEvent(stage.TRANSACTION_EVENT_STAGE_AFTER_ALL_TXS,
-                                             self._event(self.native_sac, topics, self._i128(-refund))))
+            events.append(
+                x.TransactionEvent(
+                    stage.TRANSACTION_EVENT_STAGE_AFTER_ALL_TXS,
+                    self._event(self.native_sac, topics, self._i128(-refund)),
+                )
+            )
         return events
 
     # ---- classic transactions -------------------------------------------------------
 
-    def _classic_op(self, seq: int, protocol: int, src: _Account, kind: str,
-                    failed: bool) -> tuple[Any, list, list, Any, int]:
+    def _classic_op(
+        self, seq: int, protocol: int, src: _Account, kind: str, failed: bool
+    ) -> tuple[Any, list, list, Any, int]:
         """One classic operation: (Operation, changes, events, OperationResult, approximate bytes)."""
         x, rng = self.x, self.rng
         dst = rng.choice([a for a in self.accounts if a is not src])
@@ -480,8 +540,9 @@ class _Gen:
             return op, changes, events, self._op_result("PAYMENT", "payment_result", result), 550 if native else 650
         if kind == "create":
             new = _Account(rng.randbytes(32), None, rng.randrange(10**7, 10**9), seq << 32, seq)
-            op = self._op("CREATE_ACCOUNT",
-                          create_account_op=x.CreateAccountOp(self._account_id(new.raw), x.Int64(new.balance)))
+            op = self._op(
+                "CREATE_ACCOUNT", create_account_op=x.CreateAccountOp(self._account_id(new.raw), x.Int64(new.balance))
+            )
             changes = self._touch(src, seq, balance=-new.balance)
             changes.append(self._change("CREATED", self._account_entry(new, seq)))
             events = [self._transfer(self.native_sac, "native", src.raw, new.raw, new.balance)] if sac_events else []
@@ -514,11 +575,20 @@ class _Gen:
         fee_changes, before = self._charge(seq, src, payer, charged)
         built = [self._classic_op(seq, protocol, src, k, failed) for k in kinds]
         fee_bid = self.base_fee * n + rng.randrange(1000)
-        env, tx_hash, inner_hash = self._envelope(seq, protocol, src, payer, fee_bid, [b[0] for b in built],
-                                                  self.x.TransactionExt(0), allow_v0=protocol < 20)
-        return _Tx(env, tx_hash, charged, self._tx_result(not failed, [b[3] for b in built], inner_hash, 0),
-                   fee_changes, before, ops=[] if failed else [(b[1], b[2]) for b in built],
-                   tx_events=self._fee_events(protocol, payer, charged, 0), weight=700 + sum(b[4] for b in built))
+        env, tx_hash, inner_hash = self._envelope(
+            seq, protocol, src, payer, fee_bid, [b[0] for b in built], self.x.TransactionExt(0), allow_v0=protocol < 20
+        )
+        return _Tx(
+            env,
+            tx_hash,
+            charged,
+            self._tx_result(not failed, [b[3] for b in built], inner_hash, 0),
+            fee_changes,
+            before,
+            ops=[] if failed else [(b[1], b[2]) for b in built],
+            tx_events=self._fee_events(protocol, payer, charged, 0),
+            weight=700 + sum(b[4] for b in built),
+        )
 
     # ---- Soroban transactions --------------------------------------------------------
     # Each kind returns a dict: op, footprint (ro, rw), changes, events, ret, diag,
@@ -530,13 +600,16 @@ class _Gen:
             creds = x.SorobanCredentials(x.SorobanCredentialsType.SOROBAN_CREDENTIALS_SOURCE_ACCOUNT)
         else:  # signed by another account; the signature is the usual vec of {public_key, signature}
             signer = rng.choice(self.accounts)
-            sig = self._vec([self._map([("public_key", self._bytes(signer.raw)),
-                                        ("signature", self._bytes(rng.randbytes(64)))])])
-            addr = x.SorobanAddressCredentials(self._sc_address(signer.raw), x.Int64(rng.randrange(2**63)),
-                                               x.Uint32(seq + 100), sig)
+            sig = self._vec(
+                [self._map([("public_key", self._bytes(signer.raw)), ("signature", self._bytes(rng.randbytes(64)))])]
+            )
+            addr = x.SorobanAddressCredentials(
+                self._sc_address(signer.raw), x.Int64(rng.randrange(2**63)), x.Uint32(seq + 100), sig
+            )
             creds = x.SorobanCredentials(x.SorobanCredentialsType.SOROBAN_CREDENTIALS_ADDRESS, address=addr)
         func = x.SorobanAuthorizedFunction(
-            x.SorobanAuthorizedFunctionType.SOROBAN_AUTHORIZED_FUNCTION_TYPE_CONTRACT_FN, contract_fn=fn)
+            x.SorobanAuthorizedFunctionType.SOROBAN_AUTHORIZED_FUNCTION_TYPE_CONTRACT_FN, contract_fn=fn
+        )
         return x.SorobanAuthorizationEntry(creds, x.SorobanAuthorizedInvocation(func, []))
 
     def _host_fn_op(self, kind: str, auth: list, **arm: Any) -> Any:
@@ -549,8 +622,9 @@ class _Gen:
         x = self.x
         if code == "SUCCESS":
             success = x.Hash(_sha(x.InvokeHostFunctionSuccessPreImage(ret, events).to_xdr_bytes()))
-            result = x.InvokeHostFunctionResult(x.InvokeHostFunctionResultCode.INVOKE_HOST_FUNCTION_SUCCESS,
-                                                success=success)
+            result = x.InvokeHostFunctionResult(
+                x.InvokeHostFunctionResultCode.INVOKE_HOST_FUNCTION_SUCCESS, success=success
+            )
         else:
             result = x.InvokeHostFunctionResult(getattr(x.InvokeHostFunctionResultCode, "INVOKE_HOST_FUNCTION_" + code))
         return self._op_result("INVOKE_HOST_FUNCTION", "invoke_host_function_result", result)
@@ -563,59 +637,110 @@ class _Gen:
         head = [self._addr(src.raw), self._addr(rng.choice(self.accounts).raw), self._i128(amount)]
         caddr, fsym = self._sc_address(contract, contract=True), x.SCSymbol(fn.encode())
         auth = [self._auth(seq, x.InvokeContractArgs(caddr, fsym, head))]
-        op = self._host_fn_op("INVOKE_CONTRACT", auth,
-                              invoke_contract=x.InvokeContractArgs(caddr, fsym, [*head, self._payload(blob)]))
+        op = self._host_fn_op(
+            "INVOKE_CONTRACT", auth, invoke_contract=x.InvokeContractArgs(caddr, fsym, [*head, self._payload(blob)])
+        )
         keys = [self._data_key(contract, temporary=rng.random() < 0.3) for _ in range(rng.randint(1, 2))]
         instance_key = self._instance_key(contract)
         out = dict(op=op, ro=[instance_key, self._code_key(rng.choice(self.wasm_hashes))], rw=keys, weight=blob + 2500)
-        calls = [self._event(None, [self._sym("fn_call"), self._bytes(contract), self._sym(fn)], self._vec(head),
-                             "DIAGNOSTIC")]
+        calls = [
+            self._event(
+                None, [self._sym("fn_call"), self._bytes(contract), self._sym(fn)], self._vec(head), "DIAGNOSTIC"
+            )
+        ]
         if failed:
             error = x.SCError(x.SCErrorType.SCE_CONTRACT, contract_code=x.Uint32(rng.randrange(1, 100)))
-            calls.append(self._event(contract, [self._sym("error"), self._sv("ERROR", error=error)],
-                                     self._str("contract call failed"), "DIAGNOSTIC"))
-            return out | dict(diag=[x.DiagnosticEvent(False, e) for e in calls],
-                              result=self._host_fn_result(None, [], "TRAPPED"))
+            calls.append(
+                self._event(
+                    contract,
+                    [self._sym("error"), self._sv("ERROR", error=error)],
+                    self._str("contract call failed"),
+                    "DIAGNOSTIC",
+                )
+            )
+            return out | dict(
+                diag=[x.DiagnosticEvent(False, e) for e in calls], result=self._host_fn_result(None, [], "TRAPPED")
+            )
         changes, archived = [], []
         for i, lk in enumerate(keys):
             big = i == 0  # the first key holds the bulk
             new = self._payload(blob) if big else self._i128(rng.randrange(2**100))
             temporary = lk.contract_data.durability == x.ContractDataDurability.TEMPORARY
             if temporary and rng.random() < 0.5:
-                changes += [self._change("CREATED", self._data_entry(seq, lk, new)),
-                            self._change("CREATED", self._ttl(seq, lk, seq + 17_280))]
+                changes += [
+                    self._change("CREATED", self._data_entry(seq, lk, new)),
+                    self._change("CREATED", self._ttl(seq, lk, seq + 17_280)),
+                ]
                 continue
             old = self._replace_blob(new) if big else self._i128(rng.randrange(2**100))
             if protocol >= 23 and not temporary and rng.random() < 0.15:  # auto-restored from the archive first
                 archived.append(i)
-                changes += [self._change("RESTORED", self._data_entry(self._older(seq), lk, old)),
-                            self._change("RESTORED", self._ttl(seq, lk, seq + 4096))]
+                changes += [
+                    self._change("RESTORED", self._data_entry(self._older(seq), lk, old)),
+                    self._change("RESTORED", self._ttl(seq, lk, seq + 4096)),
+                ]
             else:
                 changes.append(self._change("STATE", self._data_entry(self._older(seq), lk, old)))
             changes.append(self._change("UPDATED", self._data_entry(seq, lk, new)))
             out["weight"] += 2 * blob if big else 300
         if rng.random() < 0.2:  # an instance storage write
-            wasm = x.ContractExecutable(x.ContractExecutableType.CONTRACT_EXECUTABLE_WASM,
-                                        wasm_hash=x.Hash(rng.choice(self.wasm_hashes)))
-            inst = [self._sv("CONTRACT_INSTANCE", instance=x.SCContractInstance(wasm, x.SCMap([
-                x.SCMapEntry(self._sym("Admin"), self._addr(src.raw)),
-                x.SCMapEntry(self._sym("Counter"), self._u64(rng.randrange(2**40)))]))) for _ in range(2)]
-            changes += [self._change("STATE", self._data_entry(self._older(seq), instance_key, inst[0])),
-                        self._change("UPDATED", self._data_entry(seq, instance_key, inst[1]))]
+            wasm = x.ContractExecutable(
+                x.ContractExecutableType.CONTRACT_EXECUTABLE_WASM, wasm_hash=x.Hash(rng.choice(self.wasm_hashes))
+            )
+            inst = [
+                self._sv(
+                    "CONTRACT_INSTANCE",
+                    instance=x.SCContractInstance(
+                        wasm,
+                        x.SCMap(
+                            [
+                                x.SCMapEntry(self._sym("Admin"), self._addr(src.raw)),
+                                x.SCMapEntry(self._sym("Counter"), self._u64(rng.randrange(2**40))),
+                            ]
+                        ),
+                    ),
+                )
+                for _ in range(2)
+            ]
+            changes += [
+                self._change("STATE", self._data_entry(self._older(seq), instance_key, inst[0])),
+                self._change("UPDATED", self._data_entry(seq, instance_key, inst[1])),
+            ]
         note = self._map([("amount", self._i128(amount)), ("memo", self._bytes(rng.randbytes(rng.randint(16, 256))))])
-        events = [self._event(contract, [self._sym(fn), head[0], head[1]],
-                              note if rng.random() < 0.5 else self._i128(amount))]
-        events += [self._event(contract, [self._sym("update"), self._scalar()], self._scalar())
-                   for _ in range(rng.randint(0, 2))]
-        ret = rng.choice((self._sv("VOID"), self._i128(amount), self._sv("BOOL", b=True),
-                          self._vec([self._sym(fn), self._scalar()]),
-                          self._map([("out", self._i128(amount)), ("seq", self._u64(seq))])))
+        events = [
+            self._event(contract, [self._sym(fn), head[0], head[1]], note if rng.random() < 0.5 else self._i128(amount))
+        ]
+        events += [
+            self._event(contract, [self._sym("update"), self._scalar()], self._scalar())
+            for _ in range(rng.randint(0, 2))
+        ]
+        ret = rng.choice(
+            (
+                self._sv("VOID"),
+                self._i128(amount),
+                self._sv("BOOL", b=True),
+                self._vec([self._sym(fn), self._scalar()]),
+                self._map([("out", self._i128(amount)), ("seq", self._u64(seq))]),
+            )
+        )
         calls.append(self._event(contract, [self._sym("fn_return"), self._sym(fn)], ret, "DIAGNOSTIC"))
         if rng.random() < 0.3:
-            calls.append(self._event(None, [self._sym("core_metrics"), self._sym("read_entry")],
-                                     self._u64(rng.randrange(1, 40)), "DIAGNOSTIC"))
-        return out | dict(changes=changes, events=events, ret=ret, diag=[x.DiagnosticEvent(True, e) for e in calls],
-                          result=self._host_fn_result(ret, events), archived=archived)
+            calls.append(
+                self._event(
+                    None,
+                    [self._sym("core_metrics"), self._sym("read_entry")],
+                    self._u64(rng.randrange(1, 40)),
+                    "DIAGNOSTIC",
+                )
+            )
+        return out | dict(
+            changes=changes,
+            events=events,
+            ret=ret,
+            diag=[x.DiagnosticEvent(True, e) for e in calls],
+            result=self._host_fn_result(ret, events),
+            archived=archived,
+        )
 
     def _upload(self, seq: int, protocol: int, src: _Account, blob: int, failed: bool) -> dict:
         """A wasm upload: the code rides in the envelope and again in the created entry."""
@@ -631,8 +756,15 @@ class _Gen:
         code = self._entry(seq, "CONTRACT_CODE", x.ContractCodeEntry(ext, x.Hash(wasm_hash), wasm))
         ret = self._bytes(wasm_hash)
         changes = [self._change("CREATED", code), self._change("CREATED", self._ttl(seq, lk, seq + 500_000))]
-        return dict(op=self._host_fn_op("UPLOAD_CONTRACT_WASM", [], wasm=wasm), ro=[], rw=[lk], changes=changes,
-                    ret=ret, result=self._host_fn_result(ret, []), weight=2 * len(wasm) + 1500)
+        return dict(
+            op=self._host_fn_op("UPLOAD_CONTRACT_WASM", [], wasm=wasm),
+            ro=[],
+            rw=[lk],
+            changes=changes,
+            ret=ret,
+            result=self._host_fn_result(ret, []),
+            weight=2 * len(wasm) + 1500,
+        )
 
     def _extend(self, seq: int, protocol: int, src: _Account, blob: int, failed: bool) -> dict:
         x, rng = self.x, self.rng
@@ -641,13 +773,23 @@ class _Gen:
         extend_to = rng.randrange(10_000, 500_000)
         changes = []
         for lk in keys:
-            changes += [self._change("STATE", self._ttl(self._older(seq), lk, seq + rng.randrange(1, 1000))),
-                        self._change("UPDATED", self._ttl(seq, lk, seq + extend_to))]
-        op = self._op("EXTEND_FOOTPRINT_TTL",
-                      extend_footprint_ttl_op=x.ExtendFootprintTTLOp(x.ExtensionPoint(0), x.Uint32(extend_to)))
+            changes += [
+                self._change("STATE", self._ttl(self._older(seq), lk, seq + rng.randrange(1, 1000))),
+                self._change("UPDATED", self._ttl(seq, lk, seq + extend_to)),
+            ]
+        op = self._op(
+            "EXTEND_FOOTPRINT_TTL",
+            extend_footprint_ttl_op=x.ExtendFootprintTTLOp(x.ExtensionPoint(0), x.Uint32(extend_to)),
+        )
         ok = x.ExtendFootprintTTLResult(x.ExtendFootprintTTLResultCode.EXTEND_FOOTPRINT_TTL_SUCCESS)
-        return dict(op=op, ro=keys, rw=[], changes=changes, weight=1500,
-                    result=self._op_result("EXTEND_FOOTPRINT_TTL", "extend_footprint_ttl_result", ok))
+        return dict(
+            op=op,
+            ro=keys,
+            rw=[],
+            changes=changes,
+            weight=1500,
+            result=self._op_result("EXTEND_FOOTPRINT_TTL", "extend_footprint_ttl_result", ok),
+        )
 
     def _restore(self, seq: int, protocol: int, src: _Account, blob: int, failed: bool) -> dict:
         x, rng = self.x, self.rng
@@ -656,15 +798,25 @@ class _Gen:
         for lk in keys:
             if protocol >= 23:  # LEDGER_ENTRY_RESTORED exists since protocol 23
                 val = self._payload(min(blob, 512))
-                changes += [self._change("RESTORED", self._data_entry(self._older(seq), lk, val)),
-                            self._change("RESTORED", self._ttl(seq, lk, seq + 4096))]
+                changes += [
+                    self._change("RESTORED", self._data_entry(self._older(seq), lk, val)),
+                    self._change("RESTORED", self._ttl(seq, lk, seq + 4096)),
+                ]
             else:
-                changes += [self._change("STATE", self._ttl(self._older(seq), lk, self._older(seq))),
-                            self._change("UPDATED", self._ttl(seq, lk, seq + 4096))]
+                changes += [
+                    self._change("STATE", self._ttl(self._older(seq), lk, self._older(seq))),
+                    self._change("UPDATED", self._ttl(seq, lk, seq + 4096)),
+                ]
         op = self._op("RESTORE_FOOTPRINT", restore_footprint_op=x.RestoreFootprintOp(x.ExtensionPoint(0)))
         ok = x.RestoreFootprintResult(x.RestoreFootprintResultCode.RESTORE_FOOTPRINT_SUCCESS)
-        return dict(op=op, ro=[], rw=keys, changes=changes, weight=2000,
-                    result=self._op_result("RESTORE_FOOTPRINT", "restore_footprint_result", ok))
+        return dict(
+            op=op,
+            ro=[],
+            rw=keys,
+            changes=changes,
+            weight=2000,
+            result=self._op_result("RESTORE_FOOTPRINT", "restore_footprint_result", ok),
+        )
 
     def _soroban(self, seq: int, protocol: int, blob: int) -> _Tx:
         """A Soroban transaction (one host-function, extend or restore op) with ``blob``-sized payloads."""
@@ -686,20 +838,32 @@ class _Gen:
         data_ext = x.SorobanTransactionDataExt(0)
         if b.get("archived"):
             data_ext = x.SorobanTransactionDataExt(
-                1, resource_ext=x.SorobanResourcesExtV0([x.Uint32(i) for i in b["archived"]]))
-        resources = x.SorobanResources(x.LedgerFootprint(b["ro"], b["rw"]), x.Uint32(rng.randrange(10**6, 10**8)),
-                                       x.Uint32(rng.randrange(blob, 4 * blob + 10_000)),
-                                       x.Uint32(rng.randrange(blob, 2 * blob + 10_000)))
+                1, resource_ext=x.SorobanResourcesExtV0([x.Uint32(i) for i in b["archived"]])
+            )
+        resources = x.SorobanResources(
+            x.LedgerFootprint(b["ro"], b["rw"]),
+            x.Uint32(rng.randrange(10**6, 10**8)),
+            x.Uint32(rng.randrange(blob, 4 * blob + 10_000)),
+            x.Uint32(rng.randrange(blob, 2 * blob + 10_000)),
+        )
         ext = x.TransactionExt(1, soroban_data=x.SorobanTransactionData(data_ext, resources, x.Int64(resource_fee)))
         fee_bid = inclusion + resource_fee + rng.randrange(1000)
         env, tx_hash, inner_hash = self._envelope(seq, protocol, src, payer, fee_bid, [b["op"]], ext)
         charged = inclusion + resource_fee - refund
         self.live_soroban += len(b.get("changes", ())) * 64 + blob
-        return _Tx(env, tx_hash, charged, self._tx_result(not failed, [b["result"]], inner_hash, charged - inclusion),
-                   fee_changes, before, ops=[] if failed else [(b["changes"], b.get("events", []))],
-                   refund=refund_changes, tx_events=self._fee_events(protocol, payer, inclusion + resource_fee, refund),
-                   soroban=(b.get("ret"), b.get("diag", []), (nonrefundable, refundable, rent)),
-                   weight=1700 + b["weight"])
+        return _Tx(
+            env,
+            tx_hash,
+            charged,
+            self._tx_result(not failed, [b["result"]], inner_hash, charged - inclusion),
+            fee_changes,
+            before,
+            ops=[] if failed else [(b["changes"], b.get("events", []))],
+            refund=refund_changes,
+            tx_events=self._fee_events(protocol, payer, inclusion + resource_fee, refund),
+            soroban=(b.get("ret"), b.get("diag", []), (nonrefundable, refundable, rent)),
+            weight=1700 + b["weight"],
+        )
 
     # ---- ledgers -------------------------------------------------------------------
 
@@ -744,8 +908,11 @@ class _Gen:
             if not ts:
                 return []
             txs_ = x.TxSetComponentTxsMaybeDiscountedFee(base_fee(), [t.env for t in by_hash(ts)])
-            return [x.TxSetComponent(x.TxSetComponentType.TXSET_COMP_TXS_MAYBE_DISCOUNTED_FEE,
-                                     txs_maybe_discounted_fee=txs_)]
+            return [
+                x.TxSetComponent(
+                    x.TxSetComponentType.TXSET_COMP_TXS_MAYBE_DISCOUNTED_FEE, txs_maybe_discounted_fee=txs_
+                )
+            ]
 
         classic = [t for t in txs if t.soroban is None]
         soroban = [t for t in txs if t.soroban is not None]
@@ -771,7 +938,8 @@ class _Gen:
         if protocol < 21:  # the fee breakdown came with protocol 21
             return x.SorobanTransactionMetaExt(0)
         return x.SorobanTransactionMetaExt(
-            1, v1=x.SorobanTransactionMetaExtV1(x.ExtensionPoint(0), *(x.Int64(f) for f in fees)))
+            1, v1=x.SorobanTransactionMetaExtV1(x.ExtensionPoint(0), *(x.Int64(f) for f in fees))
+        )
 
     def _result_meta(self, t: _Tx, pair: Any, version: int, protocol: int) -> Any:
         x = self.x
@@ -787,18 +955,21 @@ class _Gen:
             if t.soroban:
                 ret, diag, fees = t.soroban
                 events = [e for _, evs in t.ops for e in evs]
-                smeta = x.SorobanTransactionMeta(self._smeta_ext(protocol, fees), events,
-                                                 self._sv("VOID") if ret is None else ret, diag)
-            meta = x.TransactionMeta(3, v3=x.TransactionMetaV3(x.ExtensionPoint(0), ch(t.before), op_metas,
-                                                               ch(t.refund), smeta))
+                smeta = x.SorobanTransactionMeta(
+                    self._smeta_ext(protocol, fees), events, self._sv("VOID") if ret is None else ret, diag
+                )
+            meta = x.TransactionMeta(
+                3, v3=x.TransactionMetaV3(x.ExtensionPoint(0), ch(t.before), op_metas, ch(t.refund), smeta)
+            )
         else:  # events per operation and per tx; refunds move to postTxApplyFeeProcessing
             ops = [x.OperationMetaV2(x.ExtensionPoint(0), ch(c), evs) for c, evs in t.ops]
             smeta, diag = None, []
             if t.soroban:
                 ret, diag, fees = t.soroban
                 smeta = x.SorobanTransactionMetaV2(self._smeta_ext(protocol, fees), ret)
-            meta = x.TransactionMeta(4, v4=x.TransactionMetaV4(x.ExtensionPoint(0), ch(t.before), ops, ch([]), smeta,
-                                                               t.tx_events, diag))
+            meta = x.TransactionMeta(
+                4, v4=x.TransactionMetaV4(x.ExtensionPoint(0), ch(t.before), ops, ch([]), smeta, t.tx_events, diag)
+            )
         if version < 2:
             return x.TransactionResultMeta(pair, ch(t.fee_changes), meta)
         return x.TransactionResultMetaV1(x.ExtensionPoint(0), pair, ch(t.fee_changes), meta, ch(t.refund))
@@ -818,12 +989,17 @@ class _Gen:
             self.flags = rng.choice((0, 1, 2, 4, 7))
             ups.append(x.LedgerUpgrade(t.LEDGER_UPGRADE_FLAGS, new_flags=x.Uint32(self.flags)))
         elif pos == 5:
-            ups.append(x.LedgerUpgrade(t.LEDGER_UPGRADE_MAX_SOROBAN_TX_SET_SIZE,
-                                       new_max_soroban_tx_set_size=x.Uint32(rng.randrange(50, 500))))
+            ups.append(
+                x.LedgerUpgrade(
+                    t.LEDGER_UPGRADE_MAX_SOROBAN_TX_SET_SIZE,
+                    new_max_soroban_tx_set_size=x.Uint32(rng.randrange(50, 500)),
+                )
+            )
         elif pos == 7:
             self.max_tx_set_size = rng.choice((500, 1000, 2000))
-            ups.append(x.LedgerUpgrade(t.LEDGER_UPGRADE_MAX_TX_SET_SIZE,
-                                       new_max_tx_set_size=x.Uint32(self.max_tx_set_size)))
+            ups.append(
+                x.LedgerUpgrade(t.LEDGER_UPGRADE_MAX_TX_SET_SIZE, new_max_tx_set_size=x.Uint32(self.max_tx_set_size))
+            )
         elif pos == 9:
             key = x.ConfigUpgradeSetKey(x.ContractID(x.Hash(rng.choice(self.contracts))), x.Hash(rng.randbytes(32)))
             ups.append(x.LedgerUpgrade(t.LEDGER_UPGRADE_CONFIG, new_config=key))
@@ -835,10 +1011,16 @@ class _Gen:
             return x.StellarValueExt(x.StellarValueType.STELLAR_VALUE_BASIC)
         # a validator's signature over (networkID, ENVELOPE_TYPE_SCPVALUE, txSetHash, closeTime), as core signs it
         v = self.rng.choice(self.validators)
-        sig = v.sign(self.network_id + struct.pack(">i", x.EnvelopeType.ENVELOPE_TYPE_SCPVALUE.value)
-                     + tx_set_hash + struct.pack(">Q", self.close_time))
-        return x.StellarValueExt(x.StellarValueType.STELLAR_VALUE_SIGNED,
-                                 lc_value_signature=x.LedgerCloseValueSignature(self._node_id(v), x.Signature(sig)))
+        sig = v.sign(
+            self.network_id
+            + struct.pack(">i", x.EnvelopeType.ENVELOPE_TYPE_SCPVALUE.value)
+            + tx_set_hash
+            + struct.pack(">Q", self.close_time)
+        )
+        return x.StellarValueExt(
+            x.StellarValueType.STELLAR_VALUE_SIGNED,
+            lc_value_signature=x.LedgerCloseValueSignature(self._node_id(v), x.Signature(sig)),
+        )
 
     def _scp(self, seq: int, value: Any) -> list:
         """EXTERNALIZE messages from the validators, signed as core signs SCP envelopes."""
@@ -847,12 +1029,14 @@ class _Gen:
         qset_hash, value_xdr = _sha(qset.to_xdr_bytes()), value.to_xdr_bytes()
         messages = []
         for v in self.validators:
-            externalize = x.SCPStatementExternalize(x.SCPBallot(x.Uint32(1), x.Value(value_xdr)), x.Uint32(1),
-                                                    x.Hash(qset_hash))
+            externalize = x.SCPStatementExternalize(
+                x.SCPBallot(x.Uint32(1), x.Value(value_xdr)), x.Uint32(1), x.Hash(qset_hash)
+            )
             pledges = x.SCPStatementPledges(x.SCPStatementType.SCP_ST_EXTERNALIZE, externalize=externalize)
             st = x.SCPStatement(self._node_id(v), x.Uint64(seq), pledges)
-            sig = v.sign(self.network_id + struct.pack(">i", x.EnvelopeType.ENVELOPE_TYPE_SCP.value)
-                         + st.to_xdr_bytes())
+            sig = v.sign(
+                self.network_id + struct.pack(">i", x.EnvelopeType.ENVELOPE_TYPE_SCP.value) + st.to_xdr_bytes()
+            )
             messages.append(x.SCPEnvelope(st, x.Signature(sig)))
         return [x.SCPHistoryEntry(0, v0=x.SCPHistoryEntryV0([qset], x.LedgerSCPMessages(x.Uint32(seq), messages)))]
 
@@ -861,12 +1045,15 @@ class _Gen:
         x, rng = self.x, self.rng
         if pos % 2 and rng.random() < 0.7:  # even cycle positions always evict, so every run has some
             return []
-        keys = [self._data_key(rng.choice(self.contracts), temporary=protocol < 23 or rng.random() < 0.5)
-                for _ in range(rng.randint(1, 4))]
+        keys = [
+            self._data_key(rng.choice(self.contracts), temporary=protocol < 23 or rng.random() < 0.5)
+            for _ in range(rng.randint(1, 4))
+        ]
         if protocol >= 23 and rng.random() < 0.5:
             keys.append(self._code_key(rng.randbytes(32)))
-        return keys + [x.LedgerKey(x.LedgerEntryType.TTL, ttl=x.LedgerKeyTtl(x.Hash(_sha(k.to_xdr_bytes()))))
-                       for k in keys]
+        return keys + [
+            x.LedgerKey(x.LedgerEntryType.TTL, ttl=x.LedgerKeyTtl(x.Hash(_sha(k.to_xdr_bytes())))) for k in keys
+        ]
 
     def ledger(self, seq: int, pos: int) -> bytes:
         x, rng = self.x, self.rng
@@ -876,31 +1063,48 @@ class _Gen:
         upgrades = self._upgrades(pos, protocol)
         self.close_time += rng.randint(4, 7)
         tx_set, tx_set_hash, txs = self._tx_set(version, self._txs(seq, protocol, size))
-        pairs = [x.TransactionResultPair(x.Hash(t.hash), x.TransactionResult(x.Int64(t.fee_charged), t.result,
-                                                                             x.TransactionResultExt(0)))
-                 for t in txs]
+        pairs = [
+            x.TransactionResultPair(
+                x.Hash(t.hash), x.TransactionResult(x.Int64(t.fee_charged), t.result, x.TransactionResultExt(0))
+            )
+            for t in txs
+        ]
         self.fee_pool += sum(t.fee_charged for t in txs)
         self.id_pool += len(txs)
         bucket_list_hash = rng.randbytes(32)
         if seq % 50 == 0:  # shape only: core's skip list rules are more involved
             self.skip_list = [bucket_list_hash, *self.skip_list[:3]]
-        value = x.StellarValue(x.Hash(tx_set_hash), x.TimePoint(x.Uint64(self.close_time)),
-                               [x.UpgradeType(u.to_xdr_bytes()) for u in upgrades],
-                               self._value_ext(protocol, tx_set_hash))
+        value = x.StellarValue(
+            x.Hash(tx_set_hash),
+            x.TimePoint(x.Uint64(self.close_time)),
+            [x.UpgradeType(u.to_xdr_bytes()) for u in upgrades],
+            self._value_ext(protocol, tx_set_hash),
+        )
         header_ext = x.LedgerHeaderExt(0)
         if pos >= 3:
             header_ext = x.LedgerHeaderExt(
-                1, v1=x.LedgerHeaderExtensionV1(x.Uint32(self.flags), x.LedgerHeaderExtensionV1Ext(0)))
+                1, v1=x.LedgerHeaderExtensionV1(x.Uint32(self.flags), x.LedgerHeaderExtensionV1Ext(0))
+            )
         header = x.LedgerHeader(
-            x.Uint32(protocol), x.Hash(self.prev_hash), value,
-            x.Hash(_sha(x.TransactionResultSet(pairs).to_xdr_bytes())), x.Hash(bucket_list_hash), x.Uint32(seq),
-            x.Int64(_TOTAL_COINS), x.Int64(self.fee_pool), x.Uint32(0), x.Uint64(self.id_pool),
-            x.Uint32(self.base_fee), x.Uint32(self.base_reserve), x.Uint32(self.max_tx_set_size),
-            [x.Hash(h) for h in self.skip_list], header_ext,
+            x.Uint32(protocol),
+            x.Hash(self.prev_hash),
+            value,
+            x.Hash(_sha(x.TransactionResultSet(pairs).to_xdr_bytes())),
+            x.Hash(bucket_list_hash),
+            x.Uint32(seq),
+            x.Int64(_TOTAL_COINS),
+            x.Int64(self.fee_pool),
+            x.Uint32(0),
+            x.Uint64(self.id_pool),
+            x.Uint32(self.base_fee),
+            x.Uint32(self.base_reserve),
+            x.Uint32(self.max_tx_set_size),
+            [x.Hash(h) for h in self.skip_list],
+            header_ext,
         )
         ledger_hash = ledger_header_hash(header.to_xdr_bytes())
         entry = x.LedgerHeaderHistoryEntry(x.Hash(ledger_hash), header, x.LedgerHeaderHistoryEntryExt(0))
-        processing = [self._result_meta(t, p, version, protocol) for t, p in zip(txs, pairs)]
+        processing = [self._result_meta(t, p, version, protocol) for t, p in zip(txs, pairs, strict=True)]
         upgrade_metas = [x.UpgradeEntryMeta(u, x.LedgerEntryChanges([])) for u in upgrades]
         scp = self._scp(seq, value) if rng.random() < 0.75 else []
         if version == 0:
@@ -909,9 +1113,18 @@ class _Gen:
             ext = x.LedgerCloseMetaExt(0)
             if protocol >= 21:  # sorobanFeeWrite1KB came with protocol 21
                 ext = x.LedgerCloseMetaExt(
-                    1, v1=x.LedgerCloseMetaExtV1(x.ExtensionPoint(0), x.Int64(rng.randrange(1000, 20_000))))
-            common = (ext, entry, tx_set, processing, upgrade_metas, scp, x.Uint64(self.live_soroban),
-                      self._evicted(pos, protocol))
+                    1, v1=x.LedgerCloseMetaExtV1(x.ExtensionPoint(0), x.Int64(rng.randrange(1000, 20_000)))
+                )
+            common = (
+                ext,
+                entry,
+                tx_set,
+                processing,
+                upgrade_metas,
+                scp,
+                x.Uint64(self.live_soroban),
+                self._evicted(pos, protocol),
+            )
             if version == 1:
                 lcm = x.LedgerCloseMeta(1, v1=x.LedgerCloseMetaV1(*common, []))
             else:

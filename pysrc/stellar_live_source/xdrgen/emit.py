@@ -160,9 +160,9 @@ class Emitter:
         plan, d = self.plan, self.d
         size = plan.decl_static(dcl)
         if size is not None:
-            return self.static_run(size, plan.decl_checks(dcl, 0) if len(self._flat_checks(dcl)) <= _UNROLL else [], tid, ind) + (
-                self._checked_fixed_loop(dcl, tid, ind) if len(self._flat_checks(dcl)) > _UNROLL else []
-            )
+            return self.static_run(
+                size, plan.decl_checks(dcl, 0) if len(self._flat_checks(dcl)) <= _UNROLL else [], tid, ind
+            ) + (self._checked_fixed_loop(dcl, tid, ind) if len(self._flat_checks(dcl)) > _UNROLL else [])
         if dcl.kind == "plain":
             return [ind + line for line in d.call(dcl.type)]
         if dcl.kind == "fixed":

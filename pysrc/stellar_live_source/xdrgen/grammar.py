@@ -185,7 +185,9 @@ class _Parser:
     def take(self, expect: str | None = None) -> str:
         tok = self.peek()
         if tok is None or (expect is not None and tok != expect):
-            raise SyntaxError(f"expected {expect!r}, found {tok!r} at token {self.i}: {' '.join(self.toks[:self.i + 3])}")
+            raise SyntaxError(
+                f"expected {expect!r}, found {tok!r} at token {self.i}: {' '.join(self.toks[: self.i + 3])}"
+            )
         self.i += 1
         return tok
 
@@ -395,7 +397,7 @@ def load_stellar_sdk() -> Grammar:
         p = _Parser(src, g)
         name, t, nested = p.definition()
         if p.peek() is not None:
-            raise SyntaxError(f"{cls_name}: trailing tokens {p.toks[p.i:]}")
+            raise SyntaxError(f"{cls_name}: trailing tokens {p.toks[p.i :]}")
         g.types[name] = t
         g.class_names[name] = cls_name
         for n in nested:

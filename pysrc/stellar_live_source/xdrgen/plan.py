@@ -38,7 +38,7 @@ class Check:
     values: tuple[int, ...] = ()
     size: int = 0
     type_name: str = ""
-    arms: tuple[tuple[tuple[int, ...], tuple["Check", ...]], ...] = ()
+    arms: tuple[tuple[tuple[int, ...], tuple[Check, ...]], ...] = ()
 
 
 class Plan:
