@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stellar_live_source.core import decode
-from stellar_live_source.core.errors import CoreError, HashError, XdrError, ZstdError
+from stellar_live_source.errors import CoreError, HashError, XdrError, ZstdError
 
 from .conftest import LEDGERS, needs_testdata
 from .conftest import batch as _batch

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 sx = pytest.importorskip("stellar_sdk.xdr", reason="the [test] extra brings stellar-sdk")
 
-from stellar_live_source.core.errors import XdrError  # noqa: E402
+from stellar_live_source.errors import XdrError  # noqa: E402
 
 from .conftest import load_twins  # noqa: E402
 from .xdr_values import plan, union_arms, value  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import zstandard
 
 from stellar_live_source.core import decode
-from stellar_live_source.core.errors import XdrError
+from stellar_live_source.errors import XdrError
 
 from .conftest import LEDGERS, batch, needs_testdata
 

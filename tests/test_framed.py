@@ -10,8 +10,8 @@ import pytest
 import zstandard
 
 from stellar_live_source.core import decode
-from stellar_live_source.core.errors import HashError, XdrError
 from stellar_live_source.core.frame import parse_raw_ledger
+from stellar_live_source.errors import HashError, XdrError
 from stellar_live_source.tools.pack import renumber
 
 from .conftest import LEDGERS, TESTDATA, needs_testdata, outcome

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stellar_live_source.core import _backend, _zstd_py
-from stellar_live_source.core.errors import ZstdError
+from stellar_live_source.errors import ZstdError
 
 TESTDATA = Path(__file__).parents[1].parent / "shared" / "testdata"
 MiB = 1024 * 1024

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stellar_live_source.core import _index_c, _index_py, _walk_c, _walk_py
-from stellar_live_source.core.errors import CoreError, XdrError
+from stellar_live_source.errors import CoreError, XdrError
 
 
 def outcome(walk, index, mode: int, fallback: bool, body: bytes):

@@ -19,7 +19,8 @@ from stellar_live_source.core._walk_c cimport (
 )
 from stellar_live_source.core._walk_c import SHA256  # what hashes the headers (see _walk_c)
 from stellar_live_source.core._xdr cimport invariant, rd32
-from stellar_live_source.core.errors import WALK_ERRORS, HashError, XdrError
+from stellar_live_source.core.codes import WALK_ERRORS
+from stellar_live_source.errors import HashError, XdrError
 
 _TRUNC = "input ends before the value does"
 

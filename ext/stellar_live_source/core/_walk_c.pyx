@@ -15,7 +15,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
 from hashlib import sha256
 
-from stellar_live_source.core.errors import E_UNKNOWN_ARM, WALK_ERRORS, XdrError
+from stellar_live_source.core.codes import E_UNKNOWN_ARM, WALK_ERRORS
+from stellar_live_source.errors import XdrError
 
 from stellar_live_source.core._xdr cimport DEBUG_BUILD, invariant, rd32, zeros
 

@@ -28,7 +28,7 @@ from stellar_live_source.core.zstd cimport (
 )
 
 from stellar_live_source.core._prefault cimport prefault, prefaulted
-from stellar_live_source.core.errors import ZstdError
+from stellar_live_source.errors import ZstdError
 
 cdef extern from "Python.h":
     PyObject* PyBytes_FromStringAndSize(const char* v, Py_ssize_t n) except NULL

@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 from hashlib import sha256
 
+from ..errors import HashError, XdrError
 from . import _walk_gen_py as gen
 from ._frame_py import raw_ledger_frame
 from ._walk_py import _State
-from .errors import WALK_ERRORS, HashError, XdrError
+from .codes import WALK_ERRORS
 
 _TRUNC = "input ends before the value does"
 SHA256 = "hashlib"

@@ -7,8 +7,9 @@ from __future__ import annotations
 import struct
 from hashlib import sha256
 
+from ..errors import XdrError
 from . import _walk_gen_py as gen
-from .errors import E_UNKNOWN_ARM, WALK_ERRORS, XdrError
+from .codes import E_UNKNOWN_ARM, WALK_ERRORS
 
 DEFAULT_MAX_DEPTH = 512
 TYPE_NAMES = gen.TYPE_NAMES

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
-from .errors import ZstdError
+from ..errors import ZstdError
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

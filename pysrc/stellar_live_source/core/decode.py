@@ -11,8 +11,8 @@ import logging
 import struct
 from typing import NamedTuple
 
+from ..errors import CoreError, HashError, XdrError
 from . import index, walk, zstd
-from .errors import CoreError, HashError, XdrError
 
 log = logging.getLogger("stellar_live_source.core")
 

@@ -18,7 +18,7 @@ ROOT = "LedgerCloseMetaBatch"
 MAX_U32 = 0xFFFFFFFF
 
 # The error codes live with the runtime that reports them.
-from ..core.errors import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM  # noqa: E402,F401
+from ..core.codes import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM  # noqa: E402,F401
 
 
 def pad4(n: int) -> int:
