@@ -12,7 +12,7 @@ import pytest
 
 from stellar_live_source import core
 
-from .conftest import compiled_expected
+from .conftest import ROOT, compiled_expected
 
 MODULES = ["zstd", "walk", "index", "keys", "frame"]
 
@@ -115,3 +115,17 @@ def test_debug_builds_are_what_they_say():
     from stellar_live_source.core import _walk_c
 
     assert _walk_c.DEBUG == (os.environ.get("STELLAR_LIVE_SOURCE_EXPECT_DEBUG") == "1")
+
+
+def test_no_cython_declarations_share_a_python_module_name():
+    """A .pxd is cimported by its dotted name: core/zstd.pxd read as the selector
+    core/zstd.py's declarations, but declared libzstd. C libraries' declarations
+    live in ext/stellar_live_source/includes, named after the library."""
+    ext = ROOT / "ext" / "stellar_live_source"
+    package = ROOT / "pysrc" / "stellar_live_source"
+    shadowing = [
+        str(pxd.relative_to(ROOT))
+        for pxd in ext.rglob("*.pxd")
+        if pxd.stem != "__init__" and (package / pxd.relative_to(ext)).with_suffix(".py").exists()
+    ]
+    assert shadowing == []

@@ -19,7 +19,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.ref cimport PyObject, Py_XDECREF
 from libc.limits cimport ULLONG_MAX
 
-from stellar_live_source.core.zstd cimport (
+from stellar_live_source.includes.libzstd cimport (
     ZSTD_CONTENTSIZE_UNKNOWN, ZSTD_DCtx, ZSTD_DCtx_reset, ZSTD_createDCtx,
     ZSTD_decompressBound, ZSTD_decompressStream, ZSTD_error_prefix_unknown, ZSTD_error_srcSize_wrong,
     ZSTD_ErrorCode, ZSTD_findFrameCompressedSize, ZSTD_freeDCtx, ZSTD_getErrorCode,
