@@ -169,3 +169,17 @@ def test_mutated_real_ledgers_get_the_same_verdict_from_both_twins(data):
         i = data.draw(st.integers(0, len(body) - 1))
         body[i] = data.draw(st.integers(0, 255))
     assert_twins_agree(1, data.draw(st.booleans()), bytes(body))
+
+
+def test_every_truncation_of_a_header_fails_where_its_walk_does(twin):
+    """The index walks a header in parts (StellarValue, then the rest); its
+    errors stop at the offset a walk of the whole LedgerHeader stops at."""
+    data = SMALL.read_bytes()
+    _, _, h, he, seq_at = twin.index.header_span(data, 0, len(data))
+    for cut in range(h, he):
+        with pytest.raises(XdrError) as located:
+            twin.index.header_span(data[:cut], 0, cut)
+        with pytest.raises(XdrError) as walked:
+            twin.walk.walk_type("LedgerHeader", data[h:cut])
+        assert located.value.offset == h + walked.value.offset, cut
+        assert located.value.type_name == ("StellarValue" if h + 36 <= cut < seq_at - 64 else "LedgerHeader"), cut

@@ -84,3 +84,21 @@ def test_without_verification_hashes_are_not_checked(twin):
     for body in (_bad_hash(), _broken_chain()):
         frames = _frames(twin, body, verify=False)[0]
         assert [parse_raw_ledger(f)[0] for f in frames] == [10, 11]
+
+
+def test_the_index_walks_each_stellar_value_once(monkeypatch):
+    """A header's StellarValue is walked for where it ends (ledgerSeq follows it),
+    and the rest of the header from there, not the whole header again."""
+    from stellar_live_source.core import _index_py, _walk_gen_py, _walk_py
+
+    path = sorted((TESTDATA / "lakes").rglob("*.xdr.zst"))[0]
+    data = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    start, end, spans = _walk_py.split_batch(data)
+    walked = []
+    real = _walk_gen_py.w_StellarValue
+    monkeypatch.setattr(_walk_gen_py, "w_StellarValue", lambda *a: walked.append(a[1]) or real(*a))
+    _index_py.index_ledgers(data, spans)
+    assert len(walked) == len(spans) == 64
+    walked.clear()
+    _index_py.frame_ledgers(data, spans, start, end)
+    assert len(walked) == len(spans)

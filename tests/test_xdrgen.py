@@ -14,6 +14,7 @@ sx = pytest.importorskip("stellar_sdk.xdr", reason="the [test] extra brings stel
 from stellar_live_source.core import _walk_gen_py  # noqa: E402
 from stellar_live_source.xdrgen import __main__ as xdrgen  # noqa: E402
 from stellar_live_source.xdrgen.grammar import load_stellar_sdk  # noqa: E402
+from stellar_live_source.xdrgen.plan import TAILS, Plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,3 +80,25 @@ def test_the_grammar_parses_every_definition_stellar_sdk_ships():
     assert {g.class_names[n] for n in g.types} == {c.__name__ for c in named}
     # SCVal nests through SCVec and SCMap: those are the depth-counted types.
     assert {"SCVal", "SCVec", "SCMap"} <= g.recursive(g.reachable("LedgerCloseMetaBatch"))
+
+
+def test_the_indexers_header_offsets_are_the_grammars():
+    """The index reads previousLedgerHash 4 bytes into a header, walks its
+    StellarValue from byte 36, reads ledgerSeq 64 bytes after it, and walks
+    the rest with the generated w_LedgerHeader_after_scpValue."""
+    p = Plan(load_stellar_sdk())
+    fields = p.g.types["LedgerHeader"].fields
+    names = [f.name for f in fields]
+    sizes = [p.decl_static(f) for f in fields]
+    sv = names.index("scpValue")
+    assert names[: sv + 4] == [
+        "ledgerVersion",
+        "previousLedgerHash",
+        "scpValue",
+        "txSetResultHash",
+        "bucketListHash",
+        "ledgerSeq",
+    ]
+    assert sizes[:2] == [4, 32] and sizes[sv + 1 : sv + 3] == [32, 32]
+    assert ("LedgerHeader", "scpValue") in TAILS
+    assert callable(_walk_gen_py.w_LedgerHeader_after_scpValue)

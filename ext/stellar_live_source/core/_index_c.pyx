@@ -15,7 +15,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from stellar_live_source.core._frame_c cimport frame_c
 
 from stellar_live_source.core._walk_c cimport (
-    WalkState, header_hash_is, w_LedgerCloseMetaExt, w_LedgerHeader, w_StellarValue,
+    WalkState, header_hash_is, w_LedgerCloseMetaExt, w_LedgerHeader_after_scpValue, w_StellarValue,
 )
 from stellar_live_source.core._walk_c import SHA256  # what hashes the headers (see _walk_c)
 from stellar_live_source.core._xdr cimport invariant, rd32
@@ -51,10 +51,11 @@ cdef int _locate(const uint8_t[::1] b, Py_ssize_t off, Py_ssize_t length, object
     cdef Py_ssize_t h = hash_at + 32
     if n - h < 36:
         raise XdrError(_TRUNC, h, "LedgerHeader", ledger)
+    # The StellarValue on its own (where it ends places ledgerSeq), then the rest of the header.
     cdef Py_ssize_t sv_end = w_StellarValue(&b[0], h + 36, n, &st)
     if sv_end < 0:
         raise XdrError(WALK_ERRORS[st.code], st.offset, "StellarValue", ledger)
-    cdef Py_ssize_t he = w_LedgerHeader(&b[0], h, n, &st)
+    cdef Py_ssize_t he = w_LedgerHeader_after_scpValue(&b[0], sv_end, n, &st)
     if he < 0:
         raise XdrError(WALK_ERRORS[st.code], st.offset, "LedgerHeader", ledger)
     # The header walk passed, so ledgerSeq (after the StellarValue and two hashes) is inside it.

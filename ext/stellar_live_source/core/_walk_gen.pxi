@@ -5989,6 +5989,17 @@ cdef Py_ssize_t w_TransactionResultMetaV1(const uint8_t* b, Py_ssize_t p, Py_ssi
     return p
 
 
+cdef Py_ssize_t w_LedgerHeader_after_scpValue(const uint8_t* b, Py_ssize_t p, Py_ssize_t n, WalkState* st) noexcept nogil:
+    cdef uint32_t d
+    cdef uint32_t c
+    cdef Py_ssize_t i, m
+    if n - p < 236: return fail(st, 1, 6, p)
+    p += 236
+    p = w_LedgerHeaderExt(b, p, n, st)
+    if p < 0: return -1
+    return p
+
+
 cdef walk_fn WALKERS[359]
 WALKERS[0] = w_LedgerCloseMetaBatch
 WALKERS[1] = w_uint32

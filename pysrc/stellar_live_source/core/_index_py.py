@@ -32,14 +32,16 @@ def _locate(b, off: int, length: int, ledger):
     h = hash_at + 32
     if n - h < 36:
         raise XdrError(_TRUNC, h, "LedgerHeader", ledger)
-    for name, fn, start in (("StellarValue", gen.w_StellarValue, h + 36), ("LedgerHeader", gen.w_LedgerHeader, h)):
-        try:
-            end = fn(b, start, n, _State(8))
-        except gen.WalkFailure as f:
-            raise XdrError(WALK_ERRORS[f.code], f.offset, name, ledger) from None
-        if name == "StellarValue":
-            sv_end = end
-    return v, hash_at, h, end, sv_end + 64
+    # The StellarValue on its own (where it ends places ledgerSeq), then the rest of the header.
+    try:
+        sv_end = gen.w_StellarValue(b, h + 36, n, _State(8))
+    except gen.WalkFailure as f:
+        raise XdrError(WALK_ERRORS[f.code], f.offset, "StellarValue", ledger) from None
+    try:
+        he = gen.w_LedgerHeader_after_scpValue(b, sv_end, n, _State(8))
+    except gen.WalkFailure as f:
+        raise XdrError(WALK_ERRORS[f.code], f.offset, "LedgerHeader", ledger) from None
+    return v, hash_at, h, he, sv_end + 64
 
 
 def header_span(buf, offset: int, length: int):

@@ -13,7 +13,7 @@ raises ``WalkFailure``.
 from __future__ import annotations
 
 from .grammar import PRIMITIVES, Decl, Enum, Struct, Typedef, Union
-from .plan import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM, MAX_U32, Check, Plan
+from .plan import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM, MAX_U32, TAILS, Check, Plan
 
 # Above this many checked elements a fixed array is checked in a loop, not unrolled.
 _UNROLL = 16
@@ -216,6 +216,31 @@ class Emitter:
     def _checked_fixed_loop(self, dcl: Decl, tid: int, ind: str) -> list[str]:
         raise NotImplementedError(f"fixed array of {dcl.bound} checked elements ({dcl.type})")
 
+    def fields(self, fields: list[Decl], tid: int, ind: str) -> list[str]:
+        """A struct's fields, consecutive static ones in one run."""
+        plan = self.plan
+        body: list[str] = []
+        run_size, run_checks = 0, []
+        for f in fields:
+            s = plan.decl_static(f)
+            if s is not None and len(self._flat_checks(f)) <= _UNROLL:
+                run_checks += plan.decl_checks(f, run_size)
+                run_size += s
+                continue
+            body += self.static_run(run_size, run_checks, tid, ind)
+            run_size, run_checks = 0, []
+            body += self.decl(f, tid, ind)
+        return body + self.static_run(run_size, run_checks, tid, ind)
+
+    def tail(self, name: str, after: str) -> list[str]:
+        """``w_<name>_after_<after>``: the fields of struct ``name`` after its
+        field ``after``, failing as ``name``'s walker would there."""
+        t = self.plan.g.types[name]
+        assert isinstance(t, Struct) and name not in self.plan.recursive
+        rest = [f.name for f in t.fields].index(after) + 1
+        body = self.fields(t.fields[rest:], self.tid(name), "    ")
+        return self.d.header(f"{name}_after_{after}") + body + ["    return p", "", ""]
+
     # -- one type --
     def function(self, name: str) -> list[str]:
         plan, d = self.plan, self.d
@@ -229,17 +254,7 @@ class Emitter:
         elif isinstance(t, Typedef):
             body = self.decl(t.decl, tid, ind)
         elif isinstance(t, Struct):
-            run_size, run_checks = 0, []
-            for f in t.fields:
-                s = plan.decl_static(f)
-                if s is not None and len(self._flat_checks(f)) <= _UNROLL:
-                    run_checks += plan.decl_checks(f, run_size)
-                    run_size += s
-                    continue
-                body += self.static_run(run_size, run_checks, tid, ind)
-                run_size, run_checks = 0, []
-                body += self.decl(f, tid, ind)
-            body += self.static_run(run_size, run_checks, tid, ind)
+            body = self.fields(t.fields, tid, ind)
         else:
             assert isinstance(t, Union)
             body = [
@@ -265,6 +280,8 @@ class Emitter:
         out: list[str] = []
         for name in self.plan.names:
             out += self.function(name)
+        for name, after in TAILS:
+            out += self.tail(name, after)
         return out
 
 

@@ -16,6 +16,10 @@ from .grammar import PRIMITIVES, Decl, Enum, Grammar, Struct, Typedef, Union
 
 ROOT = "LedgerCloseMetaBatch"
 MAX_U32 = 0xFFFFFFFF
+# Struct tails that get a walker of their own, ``w_<struct>_after_<field>``: the
+# indexer walks a header's StellarValue itself (where it ends places ledgerSeq),
+# then the rest of the header, so StellarValue is walked once.
+TAILS = (("LedgerHeader", "scpValue"),)
 
 # The error codes live with the runtime that reports them.
 from ..core.codes import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM  # noqa: E402,F401
