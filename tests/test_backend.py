@@ -53,14 +53,15 @@ import zstandard
 from stellar_live_source.core import _frame_c, _zstd_c
 data = os.urandom(1 << 20) * 8  # 8 MiB, over the 1 MiB floor
 packed = zstandard.ZstdCompressor().compress(data)
-first = _zstd_c.decompress(packed)
+first = _zstd_c.decompress(packed, 1 << 30)
 n1 = _zstd_c.prefaulted_bytes()
 del first
-again = _zstd_c.decompress(packed)  # the freed block again: resident, nothing to populate
+again = _zstd_c.decompress(packed, 1 << 30)  # the freed block again: resident, nothing to populate
 n2 = _zstd_c.prefaulted_bytes()
 frame = _frame_c.raw_ledger_frame(7, again, 0, len(again))
 n3 = _frame_c.prefaulted_bytes()
-small = _zstd_c.decompress(zstandard.ZstdCompressor().compress(os.urandom(1000) * 500))  # 500 kB: under the floor
+small = zstandard.ZstdCompressor().compress(os.urandom(1000) * 500)  # 500 kB: under the floor
+_zstd_c.decompress(small, 1 << 30)
 print(json.dumps([n1, n2, n3, _zstd_c.prefaulted_bytes(), again == data, frame.endswith(data)]))
 """
 

@@ -4,6 +4,7 @@ harness in tests/fuzz)."""
 
 from __future__ import annotations
 
+import inspect
 import random
 import struct
 
@@ -22,6 +23,7 @@ from .fuzz.agree import assert_twins_agree
 pytestmark = needs_testdata
 
 SMALL = LEDGERS / "empty" / "StellarCN+py-stellar-base__10_v1_2cb7f4dd.xdr"
+CAP = 64 << 20  # above every test object; the service's cap is its configuration's
 BATCH_997 = LEDGERS / "testnet" / "datastore_testbucket_997-999" / "FFFFFFFF--0-63999" / "FFFFFC1A--997.xdr.zst"
 
 
@@ -132,12 +134,20 @@ def test_broken_chain_and_wrong_hash():
 
 def test_zstd_garbage_and_bomb_through_decode_object():
     with pytest.raises(ZstdError):
-        decode.decode_object(b"\x28\xb5\x2f\xfd" + b"garbage" * 10)
+        decode.decode_object(b"\x28\xb5\x2f\xfd" + b"garbage" * 10, max_size=CAP)
     with pytest.raises(ZstdError):
-        decode.decode_object(b"not zstd at all")
+        decode.decode_object(b"not zstd at all", max_size=CAP)
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (64 << 20))
     with pytest.raises(ZstdError, match="cap"):
         decode.decode_object(bomb, max_size=1 << 20)
+
+
+def test_the_size_cap_is_the_callers():
+    """Its default (MAX_OBJECT_BYTES) is the configuration's alone, never the core's."""
+    for fn in (decode.decode_object, decode.frame_object, decode.decode_file):
+        assert inspect.signature(fn).parameters["max_size"].default is inspect.Parameter.empty, fn.__name__
+    with pytest.raises(TypeError, match="max_size"):
+        decode.frame_object(BATCH_997.read_bytes())
 
 
 def test_inspect_reports_garbage_with_file_and_offset(tmp_path, capsys):

@@ -23,6 +23,7 @@ from stellar_live_source.errors import ZstdError
 
 TESTDATA = Path(__file__).parents[1].parent / "shared" / "testdata"
 MiB = 1024 * 1024
+CAP = 64 * MiB  # above every test object; the service's cap is its configuration's
 
 
 def _objects() -> list[Path]:
@@ -61,10 +62,10 @@ def zstd(request):
     return mod
 
 
-def outcome(mod, data, **kw):
+def outcome(mod, data, max_size=CAP):
     """The result, or the error as (type name, message), to compare the twins."""
     try:
-        return mod.decompress(data, **kw)
+        return mod.decompress(data, max_size)
     except (ZstdError, ValueError, BufferError, TypeError) as exc:
         return type(exc).__name__, str(exc)
 
@@ -84,9 +85,9 @@ def sample(n: int, seed: int = 1) -> bytes:
     return b"".join(rnd.choice(words) for _ in range(n // 6))[:n]
 
 
-def raises(zstd, data, message: str, **kw) -> None:
+def raises(zstd, data, message: str, max_size: int = CAP) -> None:
     with pytest.raises(ZstdError) as info:
-        zstd.decompress(data, **kw)
+        zstd.decompress(data, max_size)
     assert str(info.value) == message
 
 
@@ -99,8 +100,14 @@ def test_selector_loads_the_compiled_module_on_cpython():
     assert zstd.decompress is zstd._impl.decompress
 
 
-def test_version_and_default_cap(zstd):
-    assert zstd.DEFAULT_MAX_SIZE == 512 * MiB
+def test_the_cap_is_the_callers(zstd):
+    """The default size cap (MAX_OBJECT_BYTES) is the configuration's alone."""
+    assert not hasattr(zstd, "DEFAULT_MAX_SIZE")
+    with pytest.raises(TypeError):
+        zstd.decompress(compress(b"x"))
+
+
+def test_version(zstd):
     if zstd is _zstd_py:
         assert zstd.ZSTD_VERSION == ".".join(map(str, zstandard.ZSTD_VERSION))
     else:
@@ -112,7 +119,7 @@ def test_version_and_default_cap(zstd):
 def test_real_objects(zstd, path):
     data = path.read_bytes()
     want = reference(data)
-    got = zstd.decompress(data)
+    got = zstd.decompress(data, CAP)
     assert type(got) is bytes and got == want
     assert sys.getsizeof(got) == sys.getsizeof(b"") + len(got)  # shrunk to fit, no slack kept
     declared = zstd.content_size(data)
@@ -132,12 +139,12 @@ def test_buffer_types(zstd):
     data = OBJECTS[0].read_bytes()
     want = reference(data)
     for buf in (bytearray(data), memoryview(data), memoryview(b"xx" + data)[2:]):
-        assert zstd.decompress(buf) == want
-    assert zstd.decompress(array.array("B", data)) == want
+        assert zstd.decompress(buf, CAP) == want
+    assert zstd.decompress(array.array("B", data), CAP) == want
     with pytest.raises(BufferError):
-        zstd.decompress(memoryview(data + data)[::2])
+        zstd.decompress(memoryview(data + data)[::2], CAP)
     with pytest.raises(TypeError):
-        zstd.decompress("not bytes")
+        zstd.decompress("not bytes", CAP)
 
 
 @NO_TESTDATA
@@ -145,7 +152,7 @@ def test_threads_agree(zstd):
     datas = [p.read_bytes() for p in OBJECTS if p.stat().st_size < 200_000]
     wants = [reference(d) for d in datas]
     with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(zstd.decompress, datas * 4)) == wants * 4
+        assert list(pool.map(zstd.decompress, datas * 4, [CAP] * len(datas) * 4)) == wants * 4
 
 
 def test_frames_with_and_without_content_size(zstd):
@@ -153,7 +160,7 @@ def test_frames_with_and_without_content_size(zstd):
     for payload in (b"", small, big):
         for kw in ({}, {"write_content_size": False}, {"write_checksum": True}, {"level": 19}):
             frame = compress(payload, **kw)
-            assert zstd.decompress(frame) == payload
+            assert zstd.decompress(frame, CAP) == payload
             want_size = None if kw.get("write_content_size") is False else len(payload)
             assert zstd.content_size(frame) == want_size
 
@@ -163,16 +170,16 @@ def test_concatenated_and_skippable_frames(zstd):
     skippable = (0x184D2A5A).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
     fa, fb, fc = compress(a), compress(b, write_content_size=False), compress(c)
     data = fa + skippable + fb + fc + skippable
-    assert zstd.decompress(data) == reference(data) == a + b + c
+    assert zstd.decompress(data, CAP) == reference(data) == a + b + c
     assert zstd.content_size(data) is None
     assert zstd.content_size(fa + skippable + fc + fa) == 2 * len(a)
-    assert zstd.decompress(skippable) == b""
+    assert zstd.decompress(skippable, CAP) == b""
     assert zstd.content_size(skippable) == 0
-    assert zstd.decompress(fc) == b""
+    assert zstd.decompress(fc, CAP) == b""
     # Many small frames, all undeclared: the output grows across frames.
     frames = [sample(3000, s) for s in range(40)]
     data = b"".join(compress(f, write_content_size=False) for f in frames)
-    assert zstd.decompress(data) == b"".join(frames)
+    assert zstd.decompress(data, CAP) == b"".join(frames)
 
 
 def test_bad_input_messages(zstd):
@@ -209,7 +216,7 @@ def test_truncation_at_every_offset(zstd):
     for cut in cuts:
         start = 0 if cut < len(f1) else len(f1)
         if cut == len(f1):
-            assert zstd.decompress(data[:cut]) == sample(3000, 6)
+            assert zstd.decompress(data[:cut], CAP) == sample(3000, 6)
             continue
         raises(zstd, data[:cut], f"truncated zstd frame at byte {start} (input ends at byte {cut})")
 
@@ -247,7 +254,7 @@ def test_declared_size_above_the_cap_is_refused_up_front(zstd):
     # A header claiming 1 TiB in front of one empty block: refused without allocating.
     liar = b"\x28\xb5\x2f\xfd\xc0\x48" + (1 << 40).to_bytes(8, "little") + b"\x01\x00\x00"
     assert zstd.content_size(liar) == 1 << 40
-    raises(zstd, liar, f"declared content size {1 << 40} exceeds the cap of {512 * MiB} bytes")
+    raises(zstd, liar, f"declared content size {1 << 40} exceeds the cap of {CAP} bytes")
     # Past the cap after undeclared frames, with a declared one still to come.
     undeclared = compress(payload, write_content_size=False)
     raises(zstd, undeclared + frame, f"decompressed size exceeds the cap of {MiB + 10} bytes", max_size=MiB + 10)
@@ -262,7 +269,7 @@ def test_a_frame_that_lies_about_its_size_is_an_error(zstd, declared):
     first = compress(b"ok" * 100)
     for prefix in (b"", first):
         with pytest.raises(ZstdError, match=f"^invalid zstd frame at byte {len(prefix)}: "):
-            zstd.decompress(prefix + bytes(frame))
+            zstd.decompress(prefix + bytes(frame), CAP)
         assert outcome(zstd, prefix + bytes(frame)) == outcome(_zstd_py, prefix + bytes(frame))
 
 
@@ -273,7 +280,7 @@ def test_a_multi_block_frame_that_lies_about_its_size_is_an_error(zstd):
     for declared in (len(payload) - 1, len(payload) + 1, len(payload) // 2, len(payload) * 2):
         frame[5:9] = declared.to_bytes(4, "little")
         with pytest.raises(ZstdError, match="^invalid zstd frame at byte 0: "):
-            zstd.decompress(bytes(frame))
+            zstd.decompress(bytes(frame), CAP)
         assert outcome(zstd, bytes(frame)) == outcome(_zstd_py, bytes(frame))
 
 

@@ -35,7 +35,6 @@ cdef extern from "Python.h":
     char* PyBytes_AS_STRING(PyObject* o)
     int _PyBytes_Resize(PyObject** o, Py_ssize_t n) except -1
 
-DEFAULT_MAX_SIZE = 512 * 1024 * 1024
 ZSTD_VERSION = ZSTD_versionString().decode("ascii")
 
 cdef enum:
@@ -186,7 +185,7 @@ cdef bytes _decompress(const char* src, size_t n, size_t max_size):
         Py_XDECREF(res)
 
 
-def decompress(data, Py_ssize_t max_size=DEFAULT_MAX_SIZE):
+def decompress(data, Py_ssize_t max_size):
     """Decompress every zstd frame in ``data`` (any buffer) into one bytes of at most
     ``max_size`` bytes; raise ZstdError on invalid input or past the cap."""
     cdef Py_buffer view

@@ -20,9 +20,8 @@ from ..errors import ZstdError
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["DEFAULT_MAX_SIZE", "ZSTD_VERSION", "content_size", "decompress"]
+__all__ = ["ZSTD_VERSION", "content_size", "decompress"]
 
-DEFAULT_MAX_SIZE = 512 * 1024 * 1024
 ZSTD_VERSION = ".".join(map(str, zstandard.ZSTD_VERSION))
 
 _GUESS_RATIO = 32  # first buffer for undeclared sizes: min(bound, max(32 x input, 64 KiB))
@@ -178,7 +177,7 @@ def _grow(buf: bytearray, cap: int, need: int, limit: int) -> int:
     return new
 
 
-def decompress(data: Buffer, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+def decompress(data: Buffer, max_size: int) -> bytes:
     """Decompress every zstd frame in ``data`` (any buffer) into one bytes of at most
     ``max_size`` bytes; raise ZstdError on invalid input or past the cap."""
     max_size = operator.index(max_size)

@@ -124,12 +124,14 @@ def decode_batch(
 def decode_object(
     raw,
     *,
-    max_size: int = zstd.DEFAULT_MAX_SIZE,
+    max_size: int,
     verify: bool = True,
     unknown_arms: str = "error",
     max_depth: int = walk.DEFAULT_MAX_DEPTH,
 ) -> Decoded:
-    """Decode one datalake object: zstd-compressed LedgerCloseMetaBatch."""
+    """Decode one datalake object: zstd-compressed LedgerCloseMetaBatch of at
+    most ``max_size`` bytes decompressed (the caller's cap: configuration's
+    MAX_OBJECT_BYTES for the service)."""
     return decode_batch(zstd.decompress(raw, max_size), verify=verify, unknown_arms=unknown_arms, max_depth=max_depth)
 
 
@@ -148,7 +150,7 @@ class Framed(NamedTuple):
 def frame_object(
     raw,
     *,
-    max_size: int = zstd.DEFAULT_MAX_SIZE,
+    max_size: int,
     verify: bool = True,
     unknown_arms: str = "error",
     max_depth: int = walk.DEFAULT_MAX_DEPTH,
@@ -187,12 +189,12 @@ def decode_file(
     raw: bytes,
     fmt: str | None = None,
     *,
-    max_size: int = zstd.DEFAULT_MAX_SIZE,
+    max_size: int,
     unknown_arms: str = "error",
     max_depth: int = walk.DEFAULT_MAX_DEPTH,
 ) -> Decoded:
     """Decode a file of ledgers in any framing the exporter or Stellar Core
-    writes (``FORMATS``), zstd-compressed or not.
+    writes (``FORMATS``), zstd-compressed (to at most ``max_size`` bytes) or not.
 
     Without ``fmt`` each framing is tried and the first that walks exactly to
     the end of the bytes wins; if none does, the error of the most plausible

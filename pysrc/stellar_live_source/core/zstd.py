@@ -13,11 +13,10 @@ from ._backend import select
 _impl = select("_zstd")
 
 if TYPE_CHECKING:  # one static type for both twins
-    from ._zstd_py import DEFAULT_MAX_SIZE, ZSTD_VERSION, content_size, decompress
+    from ._zstd_py import ZSTD_VERSION, content_size, decompress
 else:
-    DEFAULT_MAX_SIZE = _impl.DEFAULT_MAX_SIZE
     ZSTD_VERSION = _impl.ZSTD_VERSION
     content_size = _impl.content_size
     decompress = _impl.decompress
 
-__all__ = ["DEFAULT_MAX_SIZE", "ZSTD_VERSION", "content_size", "decompress"]
+__all__ = ["ZSTD_VERSION", "content_size", "decompress"]

@@ -24,10 +24,11 @@ MANIFEST = ".config.json"
 DEFAULT_PASSPHRASE = "Standalone Network ; February 2017"
 
 
-def ledgers_of(paths: Iterable[str | Path]) -> Iterator[bytes]:
-    """The LedgerCloseMeta XDR of every ledger in these files, in order."""
+def ledgers_of(paths: Iterable[str | Path], max_size: int) -> Iterator[bytes]:
+    """The LedgerCloseMeta XDR of every ledger in these files, in order; a
+    compressed file may decompress to ``max_size`` bytes."""
     for path in paths:
-        decoded = decode_file(Path(path).read_bytes())
+        decoded = decode_file(Path(path).read_bytes(), max_size=max_size)
         for i in range(len(decoded.ledgers)):
             yield bytes(decoded.xdr(i))
 
