@@ -3,10 +3,14 @@ fallback; the pure twins when STELLAR_LIVE_SOURCE_NO_EXTENSIONS=1."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
+from types import ModuleType
 
 import pytest
 
@@ -130,3 +134,57 @@ def test_no_cython_declarations_share_a_python_module_name():
         if pxd.stem != "__init__" and (package / pxd.relative_to(ext)).with_suffix(".py").exists()
     ]
     assert shadowing == []
+
+
+def _imported(body: list[ast.stmt]) -> set[str]:
+    """Names bound by the module-level imports of ``body`` (under ``if`` and ``try`` too)."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        if isinstance(node, ast.If | ast.Try):
+            names |= _imported(node.body + node.orelse + getattr(node, "finalbody", []))
+    return names
+
+
+def _pyx_imported(text: str) -> set[str]:
+    """The same for a .pyx: its column-0 Python imports (a cimport binds no module attribute)."""
+    found = re.findall(r"^(?:from\s+\S+\s+import\s+(?:\([^)]*\)|[^\n]*)|import\s+[^\n]*)", text, re.M)
+    return _imported(ast.parse("\n".join(found)).body)
+
+
+def _public(module: ModuleType, imported: set[str]) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and name not in imported and not isinstance(value, ModuleType)
+    }
+
+
+def _declared(stub: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(stub).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets}
+    return {name for name in names if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("name", [f"_{m}" for m in MODULES])
+def test_each_stub_declares_exactly_what_both_twins_provide(name):
+    """One .pyi types both twins, so the compiled module, its pure twin and the
+    stub have the same public names (not counting what each imports)."""
+    if not compiled_expected():
+        pytest.skip("STELLAR_LIVE_SOURCE_NO_EXTENSIONS is set")
+    core_dir = ROOT / "pysrc" / "stellar_live_source" / "core"
+    compiled = importlib.import_module(f"stellar_live_source.core.{name}_c")
+    pure = importlib.import_module(f"stellar_live_source.core.{name}_py")
+    pyx = ROOT / "ext" / "stellar_live_source" / "core" / f"{name}_c.pyx"
+    in_compiled = _public(compiled, _pyx_imported(pyx.read_text()))
+    in_pure = _public(pure, _imported(ast.parse((core_dir / f"{name}_py.py").read_text()).body))
+    in_stub = _declared((core_dir / f"{name}_c.pyi").read_text())
+    assert (in_stub - in_compiled, in_compiled - in_stub) == (set(), set()), "stub vs compiled"
+    assert (in_stub - in_pure, in_pure - in_stub) == (set(), set()), "stub vs pure twin"

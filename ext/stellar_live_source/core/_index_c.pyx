@@ -17,7 +17,6 @@ from stellar_live_source.core._frame_c cimport frame_c
 from stellar_live_source.core._walk_c cimport (
     WalkState, header_hash_is, w_LedgerCloseMetaExt, w_LedgerHeader_after_scpValue, w_StellarValue,
 )
-from stellar_live_source.core._walk_c import SHA256  # what hashes the headers (see _walk_c)
 from stellar_live_source.core._xdr cimport invariant, rd32
 from stellar_live_source.core.codes import WALK_ERRORS
 from stellar_live_source.errors import HashError, XdrError

@@ -34,10 +34,6 @@ DEFAULT_MAX_DEPTH = 512
 #: True in builds with the debug-only invariant checks (STELLAR_LIVE_SOURCE_DEBUG=1)
 DEBUG = bool(DEBUG_BUILD)
 _TYPE_IDS = {name: i for i, name in enumerate(TYPE_NAMES)}
-cdef int LCM = _TYPE_IDS["LedgerCloseMeta"]
-cdef int BATCH = _TYPE_IDS["LedgerCloseMetaBatch"]
-# Offsets inside a v1/v2 LedgerCloseMeta: arm (4), ext (4), hash (32), then the
-# header, whose ledgerVersion (4) precedes previousLedgerHash.
 # A v1/v2 LedgerCloseMeta starts: arm (4), ext (LedgerCloseMetaExt, 4 or
 # more), hash (32), then the header: ledgerVersion (4), previousLedgerHash.
 cdef enum:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["parse_raw_ledger", "raw_ledger_frame", "raw_ledger_frames"]
+__all__ = ["parse_raw_ledger", "prefaulted_bytes", "raw_ledger_frame", "raw_ledger_frames"]
 
 _U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -140,3 +140,8 @@ def parse_raw_ledger(frame: object) -> tuple[int, bytes]:
                 raise _malformed(f"unsupported wire type {wire}", pos)
             pos = i
     return sequence, ledger
+
+
+def prefaulted_bytes() -> int:
+    """Always 0: the pure twin leaves every page fault to the kernel (see ``_frame_c``)."""
+    return 0

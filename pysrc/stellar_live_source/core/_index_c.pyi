@@ -2,15 +2,13 @@ from collections.abc import Iterable, Sequence
 
 from typing_extensions import Buffer
 
-SHA256: str  # "libcrypto" (the one hashlib loaded, called directly) or "hashlib"
-
 # seq, lcm_v, protocol, hash, prev, hash_ok
-LedgerFacts = tuple[int, int, int, bytes, bytes, bool]
+_LedgerFacts = tuple[int, int, int, bytes, bytes, bool]
 
 def header_span(buf: Buffer, offset: int, length: int) -> tuple[int, int, int, int, int]: ...
-def index_ledgers(buf: Buffer, spans: Iterable[Sequence[int]], first: int = ...) -> list[LedgerFacts]: ...
+def index_ledgers(buf: Buffer, spans: Iterable[Sequence[int]], first: int = ...) -> list[_LedgerFacts]: ...
 
 # frames, first ledger's previousLedgerHash, last ledger's hash, total frame bytes, fallback ledgers
-Framed = tuple[list[bytes], bytes | None, bytes | None, int, int]
+_Framed = tuple[list[bytes], bytes | None, bytes | None, int, int]
 
-def frame_ledgers(buf: Buffer, spans: Sequence[Sequence[int]], start: int, end: int, verify: bool = ...) -> Framed: ...
+def frame_ledgers(buf: Buffer, spans: Sequence[Sequence[int]], start: int, end: int, verify: bool = ...) -> _Framed: ...

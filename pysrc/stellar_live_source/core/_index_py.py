@@ -12,7 +12,6 @@ from ._walk_py import _State
 from .codes import WALK_ERRORS
 
 _TRUNC = "input ends before the value does"
-SHA256 = "hashlib"
 _u32 = struct.Struct(">I").unpack_from
 
 

@@ -7,9 +7,9 @@ SDK_CLASSES: tuple[str, ...]
 RECURSIVE: tuple[int, ...]
 SHA256: str  # what hashes headers: "libcrypto" (the one hashlib loaded, called directly) or "hashlib"
 
-Span = tuple[int, int, bool]  # offset, length, delimited by the hash-chain fallback
+_Span = tuple[int, int, bool]  # offset, length, delimited by the hash-chain fallback
 
-def split_batch(buf: Buffer, max_depth: int = ..., fallback: bool = ...) -> tuple[int, int, list[Span]]: ...
+def split_batch(buf: Buffer, max_depth: int = ..., fallback: bool = ...) -> tuple[int, int, list[_Span]]: ...
 def split_ledgers(
     buf: Buffer,
     offset: int = ...,
@@ -18,5 +18,5 @@ def split_ledgers(
     max_depth: int = ...,
     fallback: bool = ...,
     first: int = ...,
-) -> list[Span]: ...
+) -> list[_Span]: ...
 def walk_type(name: str, buf: Buffer, max_depth: int = ...) -> int: ...

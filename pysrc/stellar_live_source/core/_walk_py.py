@@ -12,11 +12,14 @@ from . import _walk_gen_py as gen
 from .codes import E_UNKNOWN_ARM, WALK_ERRORS
 
 DEFAULT_MAX_DEPTH = 512
+DEBUG = False  # no debug-only invariant checks here
 TYPE_NAMES = gen.TYPE_NAMES
 SDK_CLASSES = gen.SDK_CLASSES
+RECURSIVE = gen.RECURSIVE
+SHA256 = "hashlib"  # what hashes headers
 _TYPE_IDS = {name: i for i, name in enumerate(TYPE_NAMES)}
 _u32 = struct.Struct(">I").unpack_from
-MAX_EXT = 64  # the largest LedgerCloseMetaExt the fallback looks for
+_MAX_EXT = 64  # the largest LedgerCloseMetaExt the fallback looks for
 
 
 class _State:
@@ -58,7 +61,7 @@ def _delimit_by_hash(b, p: int, n: int, last: bool) -> int:
     found = rest.find(own)
     while found >= 0:
         q = base + found  # a candidate previousLedgerHash of the next ledger
-        for k in range(4, MAX_EXT + 4, 4):  # its ext's size is not known yet
+        for k in range(4, _MAX_EXT + 4, 4):  # its ext's size is not known yet
             s = q - 4 - 32 - k - 4
             if s > h and _hashed_header(b, s, n) == s + 4 + k:
                 return s

@@ -10,5 +10,6 @@ SDK_CLASSES = _impl.SDK_CLASSES
 split_batch = _impl.split_batch
 split_ledgers = _impl.split_ledgers
 walk_type = _impl.walk_type
+SHA256 = _impl.SHA256  # what hashes the headers: "libcrypto" (called directly) or "hashlib"
 
-__all__ = ["DEFAULT_MAX_DEPTH", "TYPE_NAMES", "SDK_CLASSES", "split_batch", "split_ledgers", "walk_type"]
+__all__ = ["DEFAULT_MAX_DEPTH", "SHA256", "TYPE_NAMES", "SDK_CLASSES", "split_batch", "split_ledgers", "walk_type"]
