@@ -6,10 +6,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType
 
 import pytest
+
+from stellar_live_source.core import _backend
 
 # moto's S3 server and the GCS emulator, as session fixtures for every test module.
 pytest_plugins = ["tests.support.endpoints"]
@@ -23,21 +26,45 @@ needs_testdata = pytest.mark.skipif(
     reason=f"the shared ledger test data is not at {TESTDATA} (clone the project beside shared/)",
 )
 
-TWINS = ["c", "py"]
+CORE_MODULES = ("zstd", "walk", "index", "keys", "frame")
 
 
-def load_twins(kind: str) -> SimpleNamespace:
-    """The walk and index modules of one twin, imported directly."""
-    return SimpleNamespace(
-        name=kind,
-        walk=importlib.import_module(f"stellar_live_source.core._walk_{kind}"),
-        index=importlib.import_module(f"stellar_live_source.core._index_{kind}"),
-    )
+@dataclass(frozen=True)
+class Twin:
+    """The core's modules of one implementation: ``c`` (compiled) or ``py`` (pure)."""
+
+    name: str
+    zstd: ModuleType
+    walk: ModuleType
+    index: ModuleType
+    keys: ModuleType
+    frame: ModuleType
 
 
-@pytest.fixture(params=TWINS)
-def twin(request) -> SimpleNamespace:
-    return load_twins(request.param)
+def load_twin(name: str) -> Twin:
+    """One twin's modules, imported directly. The compiled ones must be compiled
+    (a stray .py of the same name would pass for them); where the compiled core
+    is not in use, asking for it skips the test."""
+    if name == "c" and not _backend.COMPILED_EXPECTED:
+        why = f"{_backend.ENV_NO_EXTENSIONS} is set" if _backend.NO_EXTENSIONS else "not CPython"
+        pytest.skip(f"the compiled core is not in use ({why})")
+    modules = {m: importlib.import_module(f"stellar_live_source.core._{m}_{name}") for m in CORE_MODULES}
+    if name == "c":
+        for module in modules.values():
+            assert module.__file__.endswith((".so", ".pyd")), f"{module.__name__} is not compiled: {module.__file__}"
+    return Twin(name, **modules)
+
+
+@pytest.fixture(scope="session", params=["c", "py"])
+def twin(request) -> Twin:
+    """Runs a test body on each twin, as multidict's tests run on both of its."""
+    return load_twin(request.param)
+
+
+@pytest.fixture(scope="session")
+def twins() -> tuple[Twin, Twin]:
+    """The compiled and the pure twin, for a test that compares them in one body."""
+    return load_twin("c"), load_twin("py")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 
 from stellar_live_source import core
 
-from .conftest import ROOT, compiled_expected
+from .conftest import CORE_MODULES, ROOT, compiled_expected, load_twin
 
 MODULES = ["zstd", "walk", "index", "keys", "frame"]
 
@@ -188,3 +188,26 @@ def test_each_stub_declares_exactly_what_both_twins_provide(name):
     in_stub = _declared((core_dir / f"{name}_c.pyi").read_text())
     assert (in_stub - in_compiled, in_compiled - in_stub) == (set(), set()), "stub vs compiled"
     assert (in_stub - in_pure, in_pure - in_stub) == (set(), set()), "stub vs pure twin"
+
+
+def test_the_twin_fixture_runs_compiled_modules_or_skips_saying_why(monkeypatch):
+    """conftest's ``twin``: its compiled param refuses a module that is not an
+    extension (a stray _frame_c.py would pass for one) and is skipped, with the
+    reason, where the compiled core is not in use."""
+    from stellar_live_source.core import _backend
+
+    pure = load_twin("py")
+    assert [getattr(pure, m).__name__ for m in CORE_MODULES] == [
+        f"stellar_live_source.core._{m}_py" for m in CORE_MODULES
+    ]
+    if compiled_expected():
+        assert load_twin("c").frame.__file__.endswith((".so", ".pyd"))
+        impostor = ModuleType("stellar_live_source.core._frame_c")
+        impostor.__file__ = str(ROOT / "pysrc" / "stellar_live_source" / "core" / "_frame_c.py")
+        monkeypatch.setitem(sys.modules, impostor.__name__, impostor)
+        with pytest.raises(AssertionError, match="_frame_c is not compiled"):
+            load_twin("c")
+    monkeypatch.setattr(_backend, "COMPILED_EXPECTED", False)
+    monkeypatch.setattr(_backend, "NO_EXTENSIONS", True)
+    with pytest.raises(pytest.skip.Exception, match="STELLAR_LIVE_SOURCE_NO_EXTENSIONS is set"):
+        load_twin("c")

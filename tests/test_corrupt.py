@@ -166,19 +166,19 @@ def test_every_error_is_a_core_error():
 
 @settings(max_examples=300, deadline=None)
 @given(body=st.binary(max_size=600), mode=st.integers(0, 2), fallback=st.booleans())
-def test_random_bytes_never_crash_and_the_twins_agree(body, mode, fallback):
+def test_random_bytes_never_crash_and_the_twins_agree(twins, body, mode, fallback):
     """The fuzz harness's check (tests/fuzz/fuzz_walk.py), run briefly on every test run."""
-    assert_twins_agree(mode, fallback, body)
+    assert_twins_agree(*twins, mode, fallback, body)
 
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_mutated_real_ledgers_get_the_same_verdict_from_both_twins(data):
+def test_mutated_real_ledgers_get_the_same_verdict_from_both_twins(twins, data):
     body = bytearray(SMALL.read_bytes())
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(body) - 1))
         body[i] = data.draw(st.integers(0, 255))
-    assert_twins_agree(1, data.draw(st.booleans()), bytes(body))
+    assert_twins_agree(*twins, 1, data.draw(st.booleans()), bytes(body))
 
 
 def test_every_truncation_of_a_header_fails_where_its_walk_does(twin):

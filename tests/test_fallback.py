@@ -9,7 +9,7 @@ import struct
 import pytest
 import zstandard
 
-from stellar_live_source.core import decode
+from stellar_live_source.core import decode, index
 from stellar_live_source.errors import XdrError
 
 from .conftest import LEDGERS, batch, needs_testdata
@@ -28,11 +28,11 @@ def _ledgers_997_999() -> list[bytes]:
     return out
 
 
-def _with_unknown_arm(twin, xdr: bytes, where: str) -> bytes:
+def _with_unknown_arm(index, xdr: bytes, where: str) -> bytes:
     """The ledger with one union discriminant set to an arm no grammar knows;
     its header (and so its hash) untouched."""
     buf = bytearray(xdr)
-    _, _, _, header_end, _ = twin.index.header_span(xdr, 0, len(xdr))
+    _, _, _, header_end, _ = index.header_span(xdr, 0, len(xdr))
     if where == "lcm":  # the LedgerCloseMeta arm itself
         struct.pack_into(">I", buf, 0, 7)
     else:  # the GeneralizedTransactionSet after the LedgerHeaderHistoryEntry (ext: 4 bytes)
@@ -48,7 +48,7 @@ def _batch(ledgers: list[bytes]) -> bytes:
 @pytest.mark.parametrize("where", ["lcm", "txset"])
 def test_a_flipped_discriminant_is_an_error_in_strict_mode(twin, where):
     ledgers = _ledgers_997_999()
-    ledgers[1] = _with_unknown_arm(twin, ledgers[1], where)
+    ledgers[1] = _with_unknown_arm(twin.index, ledgers[1], where)
     with pytest.raises(XdrError) as exc:
         twin.walk.split_batch(_batch(ledgers))
     assert exc.value.ledger == 1
@@ -62,8 +62,8 @@ def test_a_flipped_discriminant_is_an_error_in_strict_mode(twin, where):
 def test_the_fallback_delimits_middle_and_last_ledgers_exactly(twin, where):
     original = _ledgers_997_999()
     ledgers = list(original)
-    ledgers[1] = _with_unknown_arm(twin, ledgers[1], where)
-    ledgers[2] = _with_unknown_arm(twin, ledgers[2], where)
+    ledgers[1] = _with_unknown_arm(twin.index, ledgers[1], where)
+    ledgers[2] = _with_unknown_arm(twin.index, ledgers[2], where)
     start, end, spans = twin.walk.split_batch(_batch(ledgers), fallback=True)
     assert (start, end) == (997, 999)
     offsets = [12, 12 + len(ledgers[0]), 12 + len(ledgers[0]) + len(ledgers[1])]
@@ -75,13 +75,8 @@ def test_the_fallback_delimits_middle_and_last_ledgers_exactly(twin, where):
 
 
 def test_the_fallback_is_reported_and_verified(caplog):
-    from stellar_live_source.core import _index_c
-
-    class T:
-        index = _index_c
-
     ledgers = _ledgers_997_999()
-    ledgers[1] = _with_unknown_arm(T, ledgers[1], "txset")
+    ledgers[1] = _with_unknown_arm(index, ledgers[1], "txset")
     before = decode.Stats.fallback_ledgers
     with caplog.at_level(logging.WARNING, "stellar_live_source.core"):
         decoded = decode.decode_batch(_batch(ledgers), unknown_arms="hash-chain")
@@ -103,7 +98,7 @@ def test_the_fallback_is_reported_and_verified(caplog):
 
 def test_the_fallback_refuses_a_ledger_whose_header_does_not_hash(twin):
     ledgers = _ledgers_997_999()
-    bad = bytearray(_with_unknown_arm(twin, ledgers[1], "txset"))
+    bad = bytearray(_with_unknown_arm(twin.index, ledgers[1], "txset"))
     bad[100] ^= 1  # inside the header
     ledgers[1] = bytes(bad)
     with pytest.raises(XdrError) as exc:

@@ -11,24 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stellar_live_source.core import _backend, _frame_py
+from stellar_live_source.core import _backend
 
 from .conftest import outcome
 
-try:
-    from stellar_live_source.core import _frame_c
-except ImportError:  # test_backend_selected reports it where it matters
-    _frame_c = None
-
-NO_C = pytest.mark.skipif(_frame_c is None, reason="stellar_live_source.core._frame_c is not built")
 SEQUENCES = [0, 1, 127, 128, 2**32 - 1]
 LENGTHS = [0, 1, 127, 128, 16384, 2 * 1024 * 1024]
 PAYLOAD = random.Random(20250801).randbytes(max(LENGTHS) + 7)
-
-
-@pytest.fixture(params=[pytest.param(_frame_c, id="c", marks=NO_C), pytest.param(_frame_py, id="py")])
-def mod(request):
-    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +59,14 @@ def test_backend_selected():
 
 @pytest.mark.parametrize("length", LENGTHS)
 @pytest.mark.parametrize("sequence", SEQUENCES)
-def test_matches_protobuf(mod, pb, sequence, length):
+def test_matches_protobuf(twin, pb, sequence, length):
     raw_ledger, _ = pb
     ledger = PAYLOAD[5 : 5 + length]
     expected = raw_ledger(sequence=sequence, ledger_close_meta_xdr=ledger).SerializeToString()
-    frame = mod.raw_ledger_frame(sequence, PAYLOAD, 5, length)
+    frame = twin.frame.raw_ledger_frame(sequence, PAYLOAD, 5, length)
     assert type(frame) is bytes and frame == expected
-    assert mod.parse_raw_ledger(frame) == (sequence, ledger)
-    assert mod.raw_ledger_frames(PAYLOAD, [sequence, 7], [5, 0], [length, 3]) == [
+    assert twin.frame.parse_raw_ledger(frame) == (sequence, ledger)
+    assert twin.frame.raw_ledger_frames(PAYLOAD, [sequence, 7], [5, 0], [length, 3]) == [
         expected,
         raw_ledger(sequence=7, ledger_close_meta_xdr=PAYLOAD[:3]).SerializeToString(),
     ]
@@ -93,22 +82,22 @@ def test_matches_protobuf(mod, pb, sequence, length):
         lambda b: memoryview(b).cast("B", (2, 8)),  # C-contiguous 2-D
     ],
 )
-def test_buffer_kinds(mod, make_buf):
+def test_buffer_kinds(twin, make_buf):
     data = bytes(range(16))
     buf = make_buf(data)
-    assert mod.raw_ledger_frame(300, buf, 3, 9) == b"\x08\xac\x02\x12\x09" + data[3:12]
-    assert mod.raw_ledger_frames(buf, (1,), (0,), (16,)) == [b"\x08\x01\x12\x10" + data]
+    assert twin.frame.raw_ledger_frame(300, buf, 3, 9) == b"\x08\xac\x02\x12\x09" + data[3:12]
+    assert twin.frame.raw_ledger_frames(buf, (1,), (0,), (16,)) == [b"\x08\x01\x12\x10" + data]
 
 
-def test_buffer_released(mod):
+def test_buffer_released(twin):
     buf, bad = bytearray(b"\x08\x01\x12\x02ab"), bytearray(b"\x08")
-    assert mod.raw_ledger_frame(1, buf, 4, 2) == bytes(buf)
-    assert mod.raw_ledger_frames(buf, [1], [4], [2]) == [bytes(buf)]
-    assert mod.parse_raw_ledger(buf) == (1, b"ab")
+    assert twin.frame.raw_ledger_frame(1, buf, 4, 2) == bytes(buf)
+    assert twin.frame.raw_ledger_frames(buf, [1], [4], [2]) == [bytes(buf)]
+    assert twin.frame.parse_raw_ledger(buf) == (1, b"ab")
     for call in (
-        lambda: mod.raw_ledger_frame(1, buf, 4, 3),
-        lambda: mod.raw_ledger_frames(buf, [1, 2], [0, 9], [1, 1]),
-        lambda: mod.parse_raw_ledger(bad),
+        lambda: twin.frame.raw_ledger_frame(1, buf, 4, 3),
+        lambda: twin.frame.raw_ledger_frames(buf, [1, 2], [0, 9], [1, 1]),
+        lambda: twin.frame.parse_raw_ledger(bad),
     ):
         with pytest.raises(ValueError):
             call()
@@ -133,43 +122,43 @@ def test_buffer_released(mod):
         ((1, "ab", 0, 1), TypeError, "bytes-like object is required"),
     ],
 )
-def test_frame_errors(mod, args, error, message):
+def test_frame_errors(twin, args, error, message):
     with pytest.raises(error) as info:
-        mod.raw_ledger_frame(*args)
+        twin.frame.raw_ledger_frame(*args)
     assert message in str(info.value)
 
 
-def test_frames_errors(mod):
+def test_frames_errors(twin):
     with pytest.raises(ValueError, match="^sequences, offsets and lengths differ in length: 2, 1, 2$"):
-        mod.raw_ledger_frames(b"abc", [1, 2], [0], [1, 1])
+        twin.frame.raw_ledger_frames(b"abc", [1, 2], [0], [1, 1])
     with pytest.raises(ValueError, match="^offset 2 \\+ length 2 exceeds the 3-byte buffer$"):
-        mod.raw_ledger_frames(b"abc", [1, 2], [0, 2], [1, 2])
-    assert mod.raw_ledger_frames(b"", [], [], []) == []
+        twin.frame.raw_ledger_frames(b"abc", [1, 2], [0, 2], [1, 2])
+    assert twin.frame.raw_ledger_frames(b"", [], [], []) == []
 
 
-def test_parse_what_protobuf_writes(mod, pb):
+def test_parse_what_protobuf_writes(twin, pb):
     _, wider = pb
     message = wider(
         sequence=42, ledger_close_meta_xdr=b"xdr", f3=-1, f4=2**64 - 1, f5=7, f6="é", f7=2**63, f900000=b"z"
     )
-    assert mod.parse_raw_ledger(message.SerializeToString()) == (42, b"xdr")
+    assert twin.frame.parse_raw_ledger(message.SerializeToString()) == (42, b"xdr")
     # Reversed field order, unknown fields between them, and repeated fields where the last wins.
     tail = wider(f6="unknown", f4=1).SerializeToString()
     frame = b"\x12\x01a" + tail + b"\x08\x05" + tail + b"\x12\x02bc\x08\x06" + tail
-    assert mod.parse_raw_ledger(frame) == (6, b"bc")
+    assert twin.frame.parse_raw_ledger(frame) == (6, b"bc")
     raw_ledger, _ = pb
-    assert mod.parse_raw_ledger(b"") == (0, b"")
+    assert twin.frame.parse_raw_ledger(b"") == (0, b"")
     big = raw_ledger(sequence=2**32 - 1, ledger_close_meta_xdr=PAYLOAD).SerializeToString()
-    assert mod.parse_raw_ledger(memoryview(big)) == (2**32 - 1, PAYLOAD)
+    assert twin.frame.parse_raw_ledger(memoryview(big)) == (2**32 - 1, PAYLOAD)
 
 
-def test_parse_agrees_with_protobuf_on_odd_input(mod, pb):
+def test_parse_agrees_with_protobuf_on_odd_input(twin, pb):
     raw_ledger, _ = pb
     # An over-long sequence varint keeps its low 32 bits; a field-2 varint is an unknown field.
     for frame in (b"\x08\x80\x80\x80\x80\x10", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x10\x05\x08\x01"):
         message = raw_ledger()
         message.ParseFromString(frame)
-        assert mod.parse_raw_ledger(frame) == (message.sequence, message.ledger_close_meta_xdr)
+        assert twin.frame.parse_raw_ledger(frame) == (message.sequence, message.ledger_close_meta_xdr)
 
 
 @pytest.mark.parametrize(
@@ -192,21 +181,19 @@ def test_parse_agrees_with_protobuf_on_odd_input(mod, pb):
         (b"\x80\x80\x80\x80\x10", "bad tag 4294967296 at byte 0"),
     ],
 )
-def test_parse_errors(mod, frame, reason):
+def test_parse_errors(twin, frame, reason):
     with pytest.raises(ValueError) as info:
-        mod.parse_raw_ledger(frame)
+        twin.frame.parse_raw_ledger(frame)
     assert str(info.value) == f"malformed RawLedger: {reason}"
 
 
 @given(sequence=st.integers(0, 2**32 - 1), data=st.binary(max_size=300), cut=st.integers(0, 300))
-def test_round_trip_property(sequence, data, cut):
-    for mod in (m for m in (_frame_c, _frame_py) if m is not None):
-        offset = min(cut, len(data))
-        frame = mod.raw_ledger_frame(sequence, data, offset, len(data) - offset)
-        assert mod.parse_raw_ledger(frame) == (sequence, data[offset:])
+def test_round_trip_property(twin, sequence, data, cut):
+    offset = min(cut, len(data))
+    frame = twin.frame.raw_ledger_frame(sequence, data, offset, len(data) - offset)
+    assert twin.frame.parse_raw_ledger(frame) == (sequence, data[offset:])
 
 
-@NO_C
 @given(
     sequence=st.one_of(st.integers(0, 2**32 - 1), st.integers(-(2**70), 2**70)),
     data=st.binary(max_size=64),
@@ -214,11 +201,12 @@ def test_round_trip_property(sequence, data, cut):
     length=st.integers(-2, 80),
     junk=st.binary(max_size=40),
 )
-def test_twins_agree(sequence, data, offset, length, junk):
-    assert outcome(_frame_c.raw_ledger_frame, sequence, data, offset, length) == outcome(
-        _frame_py.raw_ledger_frame, sequence, data, offset, length
+def test_twins_agree(twins, sequence, data, offset, length, junk):
+    c, py = (t.frame for t in twins)
+    assert outcome(c.raw_ledger_frame, sequence, data, offset, length) == outcome(
+        py.raw_ledger_frame, sequence, data, offset, length
     )
     args = (bytearray(data), [sequence, 1], [offset, 0], [length, len(data)])
-    assert outcome(_frame_c.raw_ledger_frames, *args) == outcome(_frame_py.raw_ledger_frames, *args)
+    assert outcome(c.raw_ledger_frames, *args) == outcome(py.raw_ledger_frames, *args)
     for frame in (junk, b"\x08\x01\x12" + junk, junk + data):
-        assert outcome(_frame_c.parse_raw_ledger, frame) == outcome(_frame_py.parse_raw_ledger, frame)
+        assert outcome(c.parse_raw_ledger, frame) == outcome(py.parse_raw_ledger, frame)

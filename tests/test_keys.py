@@ -13,23 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stellar_live_source.core import _backend, _keys_py
+from stellar_live_source.core import _backend
 
 from .conftest import outcome
 
-try:
-    from stellar_live_source.core import _keys_c
-except ImportError:  # test_backend_selected reports it where it matters
-    _keys_c = None
-
 TESTDATA = Path(__file__).parents[1].parent / "shared" / "testdata"
 MAX = 0xFFFFFFFF
-NO_C = pytest.mark.skipif(_keys_c is None, reason="stellar_live_source.core._keys_c is not built")
-
-
-@pytest.fixture(params=[pytest.param(_keys_c, id="c", marks=NO_C), pytest.param(_keys_py, id="py")])
-def mod(request):
-    return request.param
 
 
 def test_backend_selected():
@@ -50,8 +39,8 @@ def test_backend_selected():
         (1, 1, 0, "FFFFFFFF--0.xdr.zst"),
     ],
 )
-def test_readme_examples(mod, lpf, fpp, seq, key):
-    layout = mod.Layout(lpf, fpp)
+def test_readme_examples(twin, lpf, fpp, seq, key):
+    layout = twin.keys.Layout(lpf, fpp)
     assert layout.object_key(seq) == key
     folder, _, name = key.rpartition("/")
     assert layout.partition_dir(seq) == folder
@@ -61,8 +50,8 @@ def test_readme_examples(mod, lpf, fpp, seq, key):
     assert layout.object_key(seq, ".xdr.zstd") == key[: -len(".xdr.zst")] + ".xdr.zstd"
 
 
-def test_arithmetic(mod):
-    layout = mod.Layout(64, 10)
+def test_arithmetic(twin):
+    layout = twin.keys.Layout(64, 10)
     assert (layout.ledgers_per_file, layout.files_per_partition, layout.ledgers_per_partition) == (64, 10, 640)
     assert layout.extension == ".xdr.zst"
     assert [layout.file_start(s) for s in (0, 63, 64, 5000063)] == [0, 0, 64, 5000000]
@@ -71,26 +60,28 @@ def test_arithmetic(mod):
     assert [layout.partition_end(s) for s in (639, 640)] == [639, 1279]
 
 
-def test_value_semantics(mod):
-    layout = mod.Layout(64, 10, ".xdr.zstd")
+def test_value_semantics(twin):
+    layout = twin.keys.Layout(64, 10, ".xdr.zstd")
     assert repr(layout) == "Layout(ledgers_per_file=64, files_per_partition=10, extension='.xdr.zstd')"
-    assert layout == mod.Layout(64, 10, ".xdr.zstd") and hash(layout) == hash(mod.Layout(64, 10, ".xdr.zstd"))
-    assert layout != mod.Layout(64, 10) and layout != mod.Layout(64, 1, ".xdr.zstd") and layout != "x"
+    assert layout == twin.keys.Layout(64, 10, ".xdr.zstd") and hash(layout) == hash(
+        twin.keys.Layout(64, 10, ".xdr.zstd")
+    )
+    assert layout != twin.keys.Layout(64, 10) and layout != twin.keys.Layout(64, 1, ".xdr.zstd") and layout != "x"
     assert pickle.loads(pickle.dumps(layout)) == layout
     with pytest.raises(AttributeError):
         layout.ledgers_per_file = 1
 
 
-def test_near_max(mod):
-    layout = mod.Layout(64, 10)
+def test_near_max(twin):
+    layout = twin.keys.Layout(64, 10)
     assert layout.file_start(MAX) == 0xFFFFFFC0 and layout.file_end(MAX) == MAX
     assert layout.partition_start(MAX) == MAX - MAX % 640 and layout.partition_end(MAX) == MAX
     key = "000000FF--4294967040-4294967295/0000003F--4294967232-4294967295.xdr.zst"
     assert layout.object_key(MAX) == key
     assert layout.parse_key(key) == (0xFFFFFFC0, MAX, ".xdr.zst")
-    assert mod.Layout(1, 1).object_key(MAX) == "00000000--4294967295.xdr.zst"
-    assert mod.Layout(1, MAX).object_key(MAX) == "00000000--4294967295-4294967295/00000000--4294967295.xdr.zst"
-    widest = mod.Layout(MAX, 1)
+    assert twin.keys.Layout(1, 1).object_key(MAX) == "00000000--4294967295.xdr.zst"
+    assert twin.keys.Layout(1, MAX).object_key(MAX) == "00000000--4294967295-4294967295/00000000--4294967295.xdr.zst"
+    widest = twin.keys.Layout(MAX, 1)
     assert widest.object_key(MAX - 1) == "FFFFFFFF--0-4294967294.xdr.zst"
     assert widest.object_key(MAX) == "00000000--4294967295-4294967295.xdr.zst"
 
@@ -108,33 +99,33 @@ def test_near_max(mod):
         ((1, 1, None), "extension must be one of"),
     ],
 )
-def test_layout_validation(mod, args, message):
+def test_layout_validation(twin, args, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
-        mod.Layout(*args)
+        twin.keys.Layout(*args)
 
 
 @pytest.mark.parametrize("bad", [-1, MAX + 1, 2**64, 2**100, -(2**70), 1.0, "5", None])
 @pytest.mark.parametrize(
     "method", ["file_start", "file_end", "partition_start", "partition_end", "partition_dir", "file_name", "object_key"]
 )
-def test_seq_validation(mod, method, bad):
+def test_seq_validation(twin, method, bad):
     # fpp 1 too: partition_dir must still reject the seq before answering "".
-    for layout in (mod.Layout(64, 10), mod.Layout(64, 1)):
+    for layout in (twin.keys.Layout(64, 10), twin.keys.Layout(64, 1)):
         with pytest.raises(ValueError) as info:
             getattr(layout, method)(bad)
         assert str(info.value) == f"ledger sequence must be an int in 0..4294967295, got {bad!r}"
 
 
-def test_extension_argument(mod):
-    layout = mod.Layout(1, 1)
+def test_extension_argument(twin):
+    layout = twin.keys.Layout(1, 1)
     assert layout.file_name(7, ".xdr.zstd") == "FFFFFFF8--7.xdr.zstd"
     assert layout.object_key(7, None) == "FFFFFFF8--7.xdr.zst"
     with pytest.raises(ValueError, match="extension must be one of"):
         layout.object_key(7, "zst")
 
 
-def test_partition_dir_absent(mod):
-    layout = mod.Layout(64, 1)
+def test_partition_dir_absent(twin):
+    layout = twin.keys.Layout(64, 1)
     assert layout.partition_dir(100) == ""
     assert layout.object_key(100) == layout.file_name(100) == "FFFFFFBF--64-127.xdr.zst"
 
@@ -150,8 +141,8 @@ def test_partition_dir_absent(mod):
         "ünïcode/FFFFFFFF--0-639/FFFFFFFF--0-63.xdr.zst",
     ],
 )
-def test_parse_key_accepts_prefixes(mod, key):
-    assert mod.Layout(64, 10).parse_key(key) == (0, 63, ".xdr.zst")
+def test_parse_key_accepts_prefixes(twin, key):
+    assert twin.keys.Layout(64, 10).parse_key(key) == (0, 63, ".xdr.zst")
 
 
 @pytest.mark.parametrize(
@@ -181,16 +172,16 @@ def test_parse_key_accepts_prefixes(mod, key):
         (1, 64000, "FFFFFFFF--0-639/FFFFFC1A--997.xdr.zst", "partition folder should be 'FFFFFFFF--0-63999'"),
     ],
 )
-def test_parse_key_rejects(mod, lpf, fpp, key, reason):
-    layout = mod.Layout(lpf, fpp)
+def test_parse_key_rejects(twin, lpf, fpp, key, reason):
+    layout = twin.keys.Layout(lpf, fpp)
     with pytest.raises(ValueError) as info:
         layout.parse_key(key)
     assert str(info.value).startswith(f"bad datalake key {key!r} for {layout!r}: {reason}")
 
 
-def test_parse_key_type(mod):
+def test_parse_key_type(twin):
     with pytest.raises(TypeError, match="key must be str, got bytes"):
-        mod.Layout(1, 1).parse_key(b"FFFFFFFF--0.xdr.zst")
+        twin.keys.Layout(1, 1).parse_key(b"FFFFFFFF--0.xdr.zst")
 
 
 def lake_objects(root: Path) -> list[str]:
@@ -208,12 +199,12 @@ def lake_objects(root: Path) -> list[str]:
         ("ledgers/testnet/datastore_testbucket_997-999", 1, 64000, 3),
     ],
 )
-def test_real_lakes(mod, lake, lpf, fpp, count):
+def test_real_lakes(twin, lake, lpf, fpp, count):
     root = TESTDATA / lake
     keys = lake_objects(root)
     config = json.loads((root / ".config.json").read_text())
     assert (config["ledgersPerBatch"], config["batchesPerPartition"]) == (lpf, fpp)
-    layout = mod.Layout(lpf, fpp)
+    layout = twin.keys.Layout(lpf, fpp)
     assert len(keys) == count
     for key in keys:
         start, end, ext = layout.parse_key(key)
@@ -223,11 +214,11 @@ def test_real_lakes(mod, lake, lpf, fpp, count):
         assert layout.parse_key(f"prefix/{key}") == (start, end, ext)
 
 
-def test_real_pubnet_object_name(mod):
+def test_real_pubnet_object_name(twin):
     path = TESTDATA / "ledgers" / "pubnet" / "FCD285FF--53312000.xdr.zstd"
     if not path.is_file():
         pytest.skip(f"shared test data not found at {path}")
-    layout = mod.Layout(1, 64000, ".xdr.zstd")
+    layout = twin.keys.Layout(1, 64000, ".xdr.zstd")
     assert layout.parse_key(path.name) == (53312000, 53312000, ".xdr.zstd")
     assert layout.file_name(53312000) == path.name
 
@@ -244,20 +235,18 @@ LAYOUT_ARGS = SIZES.flatmap(
 
 
 @given(args=LAYOUT_ARGS, seq=SEQS, prefix=st.sampled_from(["", "p/", "a/b/"]))
-def test_round_trip_property(args, seq, prefix):
-    for mod in (m for m in (_keys_c, _keys_py) if m is not None):
-        layout = mod.Layout(*args)
-        key = layout.object_key(seq)
-        assert layout.parse_key(prefix + key) == (layout.file_start(seq), layout.file_end(seq), args[2])
-        assert layout.file_start(seq) <= seq <= layout.file_end(seq)
-        assert layout.partition_start(seq) <= layout.file_start(seq)
-        assert layout.file_end(seq) <= layout.partition_end(seq)
+def test_round_trip_property(twin, args, seq, prefix):
+    layout = twin.keys.Layout(*args)
+    key = layout.object_key(seq)
+    assert layout.parse_key(prefix + key) == (layout.file_start(seq), layout.file_end(seq), args[2])
+    assert layout.file_start(seq) <= seq <= layout.file_end(seq)
+    assert layout.partition_start(seq) <= layout.file_start(seq)
+    assert layout.file_end(seq) <= layout.partition_end(seq)
 
 
 KEY_CHARS = "0123456789ABCDEFabcdef-/.xdrzst٠"
 
 
-@NO_C
 @given(
     args=st.one_of(LAYOUT_ARGS, st.tuples(st.integers(-2, 2**33), st.integers(-2, 2**33))),
     seq=st.one_of(SEQS, st.integers(-(2**65), 2**65), st.sampled_from([None, 1.0, "3", True])),
@@ -267,8 +256,8 @@ KEY_CHARS = "0123456789ABCDEFabcdef-/.xdrzst٠"
     ),
     ext=st.sampled_from([None, ".xdr.zst", ".xdr.zstd", ".zst"]),
 )
-def test_twins_agree(args, seq, edits, ext):
-    c, py = outcome(_keys_c.Layout, *args), outcome(_keys_py.Layout, *args)
+def test_twins_agree(twins, args, seq, edits, ext):
+    c, py = (outcome(t.keys.Layout, *args) for t in twins)
     assert c[0] == py[0] and (repr(c[1]) == repr(py[1]) if c[0] == "ok" else c == py)
     if c[0] != "ok":
         return

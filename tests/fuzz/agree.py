@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from stellar_live_source.core import _index_c, _index_py, _walk_c, _walk_py
 from stellar_live_source.errors import CoreError, XdrError
 
 
@@ -37,7 +36,8 @@ def _framed(index, body: bytes, spans, start: int, end: int):
         return ("error", str(exc))
 
 
-def assert_twins_agree(mode: int, fallback: bool, body: bytes) -> None:
-    pure = outcome(_walk_py, _index_py, mode, fallback, body)
-    compiled = outcome(_walk_c, _index_c, mode, fallback, body)
-    assert pure == compiled, (pure, compiled)
+def assert_twins_agree(compiled, pure, mode: int, fallback: bool, body: bytes) -> None:
+    """``compiled`` and ``pure``: each twin's ``walk`` and ``index`` modules (as tests/conftest.py's Twin)."""
+    c = outcome(compiled.walk, compiled.index, mode, fallback, body)
+    py = outcome(pure.walk, pure.index, mode, fallback, body)
+    assert py == c, (py, c)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import atheris
 
@@ -27,13 +28,18 @@ with atheris.instrument_imports():
 
     from stellar_live_source.core import _index_py, _walk_gen_py, _walk_py  # noqa: F401
 
+from stellar_live_source.core import _index_c, _walk_c
+
+COMPILED = SimpleNamespace(walk=_walk_c, index=_index_c)
+PURE = SimpleNamespace(walk=_walk_py, index=_index_py)
+
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "ledgers"
 
 
 def one_input(data: bytes) -> None:
     if data:
         mode, fallback, body = data[0] % 3, bool(data[0] & 4), data[1:]
-        assert_twins_agree(mode, fallback, body)
+        assert_twins_agree(COMPILED, PURE, mode, fallback, body)
 
 
 def seed_corpus() -> str:
