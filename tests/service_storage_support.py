@@ -18,7 +18,7 @@ from pathlib import Path
 from stellar_live_source.tools.pack import ledgers_of, renumber, sequence_of, write_lake
 
 from .conftest import LEDGERS
-from .service_support import env_for, index_by_seq, sha
+from .service_support import MAX_OBJECT_BYTES, env_for, index_by_seq, process_env, sha
 
 # name -> (first, last): the consecutive real runs
 RUNS = {"v0": (1410048, 1410367), "v1": (997, 999), "v2": (10048, 10077)}
@@ -48,7 +48,7 @@ def run_ledgers(name: str) -> tuple[bytes, ...]:
         files = sorted((LEDGERS / "testnet" / "datastore_testbucket_997-999").rglob("*.xdr.zst"))
     else:
         files = sorted((LEDGERS / "synthetic").glob("stellar-rpc__load-test-ledgers-v25_*.xdr.zstd"))
-    ledgers = tuple(sorted(ledgers_of(files), key=sequence_of))
+    ledgers = tuple(sorted(ledgers_of(files, MAX_OBJECT_BYTES), key=sequence_of))
     first, last = RUNS[name]
     assert [sequence_of(x) for x in ledgers] == list(range(first, last + 1)), name
     index = index_by_seq()
@@ -107,17 +107,6 @@ def fs_env(folder: Path, prefix: str = "", **extra) -> dict[str, str]:
     return env_for(folder, ARCHIVE_PATH=prefix, **extra)
 
 
-def process_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment of a child process: ours without any lake settings, plus ``env``."""
-    full = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STORAGE_", "BUCKET", "SERVER_", "ARCHIVE_", "S3_", "AWS_"))
-    }
-    full.update(env)
-    return full
-
-
 def cli_popen(command: str, env: dict[str, str]) -> subprocess.Popen:
     """``stellar-live-source COMMAND`` as a real process (read it with ``cli_result``)."""
     return subprocess.Popen(
@@ -141,7 +130,7 @@ async def stream_once(addr: str, start: int, end: int, timeout: float = 60):
     from stellar_live_source.client import Client
 
     got = []
-    async with Client(addr, max_resumes=0) as client:
+    async with Client(addr, max_retries=0) as client:
         try:
             async for item in client.stream(start, end, timeout=timeout):
                 got.append(item)

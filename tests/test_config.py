@@ -19,6 +19,7 @@ NAMES = [
     ("SERVER_HOST", "server.host", "10.0.0.1", "10.0.0.1"),
     ("SERVER_PORT", "server.port", "6000", 6000),
     ("PORT", "server.port", "6001", 6001),
+    ("HEALTH_ENABLED", "server.health_enabled", "false", False),
     ("HEALTH_PORT", "server.health_port", "6002", 6002),
     ("GRACEFUL_SHUTDOWN_TIMEOUT", "server.graceful_shutdown_timeout", "5s", 5.0),
     ("MAX_CONCURRENT_STREAMS", "server.max_concurrent_streams", "7", 7),
@@ -47,6 +48,7 @@ NAMES = [
     ("XDR_UNKNOWN_ARMS", "stream.xdr_unknown_arms", "hash-chain", "hash-chain"),
     ("RANGE_MAX_LEDGERS", "stream.range_max_ledgers", "10", 10),
     ("RANGE_MAX_BYTES", "stream.range_max_bytes", "1MB", 10**6),
+    ("DECODE_WORKERS", "stream.decode_workers", "3", 3),
     ("METRICS_ENABLED", "monitoring.metrics_enabled", "false", False),
     ("METRICS_PORT", "monitoring.metrics_port", "9100", 9100),
     ("LOG_LEVEL", "monitoring.log_level", "DEBUG", "debug"),
@@ -85,6 +87,7 @@ def test_defaults():
     cfg = c.load({})
     assert c.as_env(cfg) == {
         "SERVER_HOST": "0.0.0.0",
+        "HEALTH_ENABLED": "true",
         "SERVER_PORT": "50052",
         "HEALTH_PORT": "8088",
         "GRACEFUL_SHUTDOWN_TIMEOUT": "30s",
@@ -112,6 +115,7 @@ def test_defaults():
         "XDR_UNKNOWN_ARMS": "error",
         "RANGE_MAX_LEDGERS": "100",
         "RANGE_MAX_BYTES": "64MiB",
+        "DECODE_WORKERS": "2",
         "METRICS_ENABLED": "true",
         "METRICS_PORT": "9090",
         "LOG_LEVEL": "info",
@@ -287,7 +291,7 @@ def test_every_problem_at_once(tmp_path):
         "unknown key server.colour",
         f"server.port='seventy' in {path} (SERVER_PORT): not a valid integer",
         "STORAGE_TYPE='S3' and its alias ARCHIVE_STORAGE_TYPE='gcs' disagree",
-        "HEALTH_PORT='70000': must be between 1 and 65535",
+        "HEALTH_PORT='70000': must be between 0 and 65535",
         "NUM_WORKERS='0': must be at least 1",
         "LOG_LEVEL='loud': must be one of debug, info, warning, error",
         "VERIFY_HASH_CHAIN='maybe': not a valid boolean",
@@ -374,18 +378,30 @@ def test_shipped_files_show_every_setting():
     assert (prod.storage.type, prod.server.host) == ("S3", "0.0.0.0") and prod.storage.bucket_name
 
 
-def test_main_validate_prints_settings(capsys):
-    cfg = c.load({"LOG_LEVEL": "warning"})
-    assert c.main_validate({"LOG_LEVEL": "warning"}) == 0
+def test_config_validate_prints_every_setting(capsys):
+    from stellar_live_source import cli
+
+    assert cli.main(["config", "validate"]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines() == c.describe(cfg) and err == ""
-    assert "LOG_LEVEL=warning" in out and "CACHE_BYTES=256MiB" in out
+    assert out.splitlines() == c.describe(c.load()) and err == ""
 
 
-def test_main_validate_reports_every_problem(capsys, tmp_path):
+def test_config_validate_reports_every_problem_and_exits_2(capsys, tmp_path, monkeypatch):
+    from stellar_live_source import cli
+
     path = write(tmp_path, "server:\n  prot: 1\n")
-    assert c.main_validate({"NUM_WORKERS": "none"}, config_file=path) == 2
+    monkeypatch.setenv("NUM_WORKERS", "none")
+    assert cli.main(["config", "validate", "--config", path]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines()[0] == "configuration invalid (2 problems):"
-    assert "unknown key server.prot" in err and "NUM_WORKERS='none'" in err
+    lines = err.splitlines()
+    assert lines[0] == "stellar-live-source config validate: invalid configuration (2 problems):"
+    assert len(lines) == 3 and "unknown key server.prot" in err and "NUM_WORKERS='none'" in err
+
+
+def test_ports_may_be_zero_and_listeners_switched_off_need_no_port():
+    cfg = c.load({"SERVER_PORT": "0", "HEALTH_PORT": "0", "METRICS_PORT": "0"})
+    assert (cfg.server.port, cfg.server.health_port, cfg.monitoring.metrics_port) == (0, 0, 0)
+    assert c.load({"HEALTH_PORT": "50052", "HEALTH_ENABLED": "false"}).server.health_enabled is False
+    (problem,) = problems({"HEALTH_PORT": "50052"})
+    assert "SERVER_PORT and HEALTH_PORT are both 50052" in problem

@@ -13,11 +13,12 @@ import pytest
 
 from stellar_live_source.core.keys import Layout
 from stellar_live_source.lake import lake as lake_module
-from stellar_live_source.lake.lake import Lake, LakeSettings
-from stellar_live_source.lake.storage import open_storage
+from stellar_live_source.lake.lake import Lake
 from stellar_live_source.tools.pack import ledgers_of, renumber, write_lake
 
 from .conftest import LEDGERS, needs_testdata
+from .service_support import MAX_OBJECT_BYTES as MAX
+from .service_support import lake_settings, storage_for
 
 
 @pytest.mark.parametrize("lpf,fpp", [(64, 10), (1, 64000), (8, 3), (1, 1), (64, 1)])
@@ -33,8 +34,8 @@ async def test_the_oldest_object_is_found_by_search_not_scan(tmp_path, lpf, fpp)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         (root / ".config.json").write_text("{}")
-        storage = open_storage("FS", bucket=str(root))
-        lake = Lake(storage, layout, LakeSettings())
+        storage = storage_for("FS", bucket=str(root))
+        lake = Lake(storage, layout, lake_settings())
         try:
             calls = storage.stats.get("list", 0)
             assert await lake._last_key("") == layout.object_key(starts[0])
@@ -46,7 +47,7 @@ async def test_the_oldest_object_is_found_by_search_not_scan(tmp_path, lpf, fpp)
 
 async def test_an_empty_lake_has_no_ends(tmp_path):
     (tmp_path / ".config.json").write_text("{}")
-    lake = Lake(open_storage("FS", bucket=str(tmp_path)), Layout(64, 10), LakeSettings())
+    lake = Lake(storage_for("FS", bucket=str(tmp_path)), Layout(64, 10), lake_settings())
     try:
         assert await lake._last_key("") is None
         assert await lake.oldest() is None and await lake.newest() is None
@@ -59,8 +60,8 @@ async def test_small_objects_decode_on_the_loop_and_large_ones_in_nicer_threads(
     """A thread handoff costs more than decoding 64 small ledgers; a few
     large ledgers would hold the event loop for milliseconds, so they decode
     in threads that the loop preempts (DECODE_NICE nicer, on Linux)."""
-    small = list(ledgers_of(sorted((LEDGERS / "testnet" / "lighthorizon_1410048-1410367").glob("*.xdr"))[:64]))
-    large = list(ledgers_of(sorted((LEDGERS / "synthetic").glob("stellar-rpc__*.xdr.zstd"))))[:4]
+    small = list(ledgers_of(sorted((LEDGERS / "testnet" / "lighthorizon_1410048-1410367").glob("*.xdr"))[:64], MAX))
+    large = list(ledgers_of(sorted((LEDGERS / "synthetic").glob("stellar-rpc__*.xdr.zstd")), MAX))[:4]
     write_lake(tmp_path / "small", renumber(small, 2, 62), ledgers_per_file=64)
     write_lake(tmp_path / "large", renumber(large, 2, 6), ledgers_per_file=8)
     threads, nices = [], []
@@ -74,7 +75,7 @@ async def test_small_objects_decode_on_the_loop_and_large_ones_in_nicer_threads(
 
     monkeypatch.setattr(lake_module.decode, "frame_object", frame_object)
     for name in ("small", "large"):
-        lake = await Lake.open(open_storage("FS", bucket=str(tmp_path / name)), LakeSettings())
+        lake = await Lake.open(storage_for("FS", bucket=str(tmp_path / name)), lake_settings())
         try:
             obj = await lake.object(0)
             assert (obj.start, obj.end) == ((2, 63) if name == "small" else (2, 7))

@@ -20,13 +20,13 @@ from stellar_live_source.ops.runtime import tune_malloc
 from stellar_live_source.tools.pack import batch_xdr
 if sys.argv[1] == "on":
     assert tune_malloc()
-d = decode_file(open(sys.argv[2], "rb").read())
+d = decode_file(open(sys.argv[2], "rb").read(), max_size=1 << 30)
 obj = zstandard.ZstdCompressor().compress(batch_xdr(d.ledgers[0].seq, d.ledgers[7].seq,
                                                     [bytes(d.xdr(i)) for i in range(8)]))
 del d
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(10):
-    decode_object(obj)
+    decode_object(obj, max_size=1 << 30)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 

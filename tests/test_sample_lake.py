@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from stellar_live_source.cli import SAMPLE_LAKE
 from stellar_live_source.core import decode
 from stellar_live_source.core.keys import Layout
+from stellar_live_source.ops.config import defaults
+from stellar_live_source.parts import SAMPLE_LAKE
+
+MAX = defaults().storage.max_object_bytes  # the configuration's cap on an object's size
 
 
 def _objects(root):
@@ -22,7 +25,7 @@ def test_the_sample_lake_is_valid_and_covers_every_version():
     assert total < 4 << 20, "the sample lake must stay a few MB"
     prev, seqs, versions = None, [], set()
     for path in _objects(SAMPLE_LAKE):
-        decoded = decode.decode_object(path.read_bytes())
+        decoded = decode.decode_object(path.read_bytes(), max_size=MAX)
         assert str(path.relative_to(SAMPLE_LAKE)) == layout.object_key(decoded.start)
         decode.verify_chain(decoded.ledgers, prev)
         prev = decoded.ledgers[-1].hash
@@ -37,7 +40,7 @@ def test_the_sample_lake_is_what_make_sample_lake_writes(tmp_path):
     from stellar_live_source import cli
 
     manifest = json.loads((SAMPLE_LAKE / ".config.json").read_text())
-    n = len([1 for p in _objects(SAMPLE_LAKE) for _ in decode.decode_object(p.read_bytes()).ledgers])
+    n = len([1 for p in _objects(SAMPLE_LAKE) for _ in decode.decode_object(p.read_bytes(), max_size=MAX).ledgers])
     assert (
         cli.main(
             [
@@ -58,4 +61,7 @@ def test_the_sample_lake_is_what_make_sample_lake_writes(tmp_path):
     ours, committed = _objects(tmp_path), _objects(SAMPLE_LAKE)
     assert [p.relative_to(tmp_path) for p in ours] == [p.relative_to(SAMPLE_LAKE) for p in committed]
     for a, b in zip(ours, committed, strict=True):  # compare content: compressed bytes may differ across zstd releases
-        assert decode.decode_object(a.read_bytes()).data == decode.decode_object(b.read_bytes()).data
+        assert (
+            decode.decode_object(a.read_bytes(), max_size=MAX).data
+            == decode.decode_object(b.read_bytes(), max_size=MAX).data
+        )

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -14,7 +17,25 @@ from stellar_live_source.client import Client
 from stellar_live_source.core.keys import Layout
 
 from .conftest import needs_testdata
-from .service_support import SHARED_LAKE, collect, env_for, index_by_seq, running_app, server_process, sha, status_of
+from .service_support import (
+    MAX_OBJECT_BYTES,
+    SHARED_LAKE,
+    cli_process,
+    collect,
+    count_gets,
+    env_for,
+    index_by_seq,
+    lake_settings,
+    read_lines,
+    running_app,
+    server_process,
+    sha,
+    status_of,
+    storage_for,
+    stream_settings,
+    until,
+    wait_for_health,
+)
 
 pytestmark = needs_testdata
 
@@ -68,7 +89,7 @@ async def test_bad_requests_end_with_a_status_that_says_why(start, end, code, wo
 
 async def test_a_start_beyond_the_tip_waits_until_the_deadline():
     async with running_app(env_for(SHARED_LAKE)) as (_, addr):
-        async with Client(addr, max_resumes=0) as client:
+        async with Client(addr, max_retries=0) as client:
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 async for _ in client.stream(LAST + 1, 0, timeout=1.0):
                     pass
@@ -148,11 +169,12 @@ async def test_a_corrupt_object_is_data_loss_naming_key_and_offset(tmp_path):
     raw[5000] ^= 0xFF
     victim.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
     async with running_app(env_for(lake)) as (app, addr):
+        reads = count_gets(app.lake.storage)
         code, details, n = await status_of(addr, FIRST, 0)
         assert code == grpc.StatusCode.DATA_LOSS
         assert LAYOUT.object_key(1410112) in details and "byte" in details
         assert n == 1410112 - FIRST
-        assert app.lake.fetches >= 3  # the corrupt object was read twice before it was called corrupt
+        assert reads[LAYOUT.object_key(1410112)] == 2  # read twice before it was called corrupt
 
 
 async def test_cancelled_streams_are_not_failures_and_leave_nothing_behind():
@@ -163,13 +185,9 @@ async def test_cancelled_streams_are_not_failures_and_leave_nothing_behind():
                 agen = client.stream(FIRST + i % 300, 0)
                 await agen.__anext__()
                 await agen.aclose()
-            await asyncio.sleep(0.2)
             got = await collect(addr, FIRST, FIRST + 100)
             assert len(got) == 101
-        for _ in range(50):
-            if app.service.active == 0 and len(asyncio.all_tasks()) <= baseline + 1:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: app.service.active == 0 and len(asyncio.all_tasks()) <= baseline + 1, 5, "idle again")
         assert app.service.active == 0
         assert len(asyncio.all_tasks()) <= baseline + 1
         ended = {
@@ -183,7 +201,7 @@ async def test_cancelled_streams_are_not_failures_and_leave_nothing_behind():
 
 async def test_draining_ends_streams_with_unavailable():
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
-        async with Client(addr, max_resumes=0) as client:
+        async with Client(addr, max_retries=0) as client:
             received = []
 
             async def consume():
@@ -191,9 +209,8 @@ async def test_draining_ends_streams_with_unavailable():
                     received.append(seq)
 
             task = asyncio.create_task(consume())
-            while len(received) < 3:
-                await asyncio.sleep(0.05)
-            # the stream now waits at the tip: drain
+            await until(lambda: len(received) == 3, 10, "three ledgers")
+            await until(lambda: app.lake.waiters == 1, 10, "the stream waiting at the tip")
             app.service.draining.set()
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await asyncio.wait_for(task, 10)
@@ -208,17 +225,35 @@ async def test_fan_out_fetches_each_object_once():
         assert app.lake.fetches == 5 + 1  # as above: each object once, and the oldest's lookup at start
 
 
-def test_the_real_process_serves_and_drains_on_sigterm():
-    import signal
-    import subprocess
-    import sys
-
+def test_sigterm_drains_the_live_streams_of_client_processes_then_exits_0():
+    """Two `stream` commands wait at the tip in their own processes; SIGTERM
+    ends both streams with UNAVAILABLE (each client, allowed no retry, exits 3
+    saying why) and the server exits 0."""
     env = env_for(SHARED_LAKE)
-    with server_process(env) as (addr, proc):
-        got = asyncio.run(collect(addr, FIRST, FIRST + 70))
+    with server_process(env) as srv:
+        got = asyncio.run(collect(srv.addr, FIRST, FIRST + 70))
         assert [s for s, _ in got] == list(range(FIRST, FIRST + 71))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
+        clients = [
+            cli_process("stream", "--server", srv.addr, "--from", str(LAST - 1), "--max-retries", "0") for _ in range(2)
+        ]
+        try:
+            for client in clients:
+                lines = read_lines(client, 2, timeout=30)
+                assert [line.split()[0] for line in lines] == [str(LAST - 1), str(LAST)]
+            wait_for_health(srv, lambda h: h["active_streams"] == 2, timeout=30)  # both wait at the tip
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(20) == 0
+            for client in clients:
+                _, err = client.communicate(timeout=20)
+                assert client.returncode == 3, err
+                assert err.count("\n") == 1 and "UNAVAILABLE" in err and "shutting down" in err, err
+                assert "Traceback" not in err
+        finally:
+            for client in clients:
+                if client.poll() is None:
+                    client.kill()
+                    client.communicate()
+        assert "signal received: draining" in srv.proc.stdout.read()
     out = subprocess.run(
         [sys.executable, "-m", "stellar_live_source.cli", "latest"],
         env={**env, "PATH": ""},
@@ -229,7 +264,7 @@ def test_the_real_process_serves_and_drains_on_sigterm():
 
 
 async def test_the_manifest_decides_the_layout_and_contradictions_fail_naming_both():
-    from stellar_live_source.lake.lake import LakeError
+    from stellar_live_source.errors import LakeConfigError
 
     from .conftest import LEDGERS
 
@@ -239,115 +274,52 @@ async def test_the_manifest_decides_the_layout_and_contradictions_fail_naming_bo
         got = await collect(addr, 997, 999)
         assert [sha(x) for _, x in got] == [index[s]["sha256"] for s in (997, 998, 999)]
         assert (app.lake.layout.ledgers_per_file, app.lake.layout.files_per_partition) == (1, 64000)
-    with pytest.raises(LakeError, match="LEDGERS_PER_FILE=64 contradicts the lake manifest's ledgersPerBatch=1"):
+    with pytest.raises(LakeConfigError, match="LEDGERS_PER_FILE=64 contradicts the lake manifest's ledgersPerBatch=1"):
         async with running_app(env_for(lake, LEDGERS_PER_FILE=64)):
             pass
-
-
-async def test_health_reflection_and_metrics():
-    import json
-    import urllib.request
-
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-    from stellar_live_source.core import BACKEND, index
-
-    async with running_app(env_for(SHARED_LAKE)) as (app, addr):
-        async with grpc.aio.insecure_channel(addr) as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check
-            for service in ("", "raw_ledger_service.RawLedgerService"):
-                assert (
-                    await check(health_pb2.HealthCheckRequest(service=service))
-                ).status == health_pb2.HealthCheckResponse.SERVING
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            responses = [
-                r
-                async for r in stub.ServerReflectionInfo(
-                    iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-                )
-            ]
-            names = {s.name for s in responses[0].list_services_response.service}
-            assert "raw_ledger_service.RawLedgerService" in names and "grpc.health.v1.Health" in names
-        loop = asyncio.get_running_loop()
-        assert app._oldest_lookup.done()  # started with the server, before any stream asked
-        health = json.loads(
-            await loop.run_in_executor(
-                None,
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read(),
-            )
-        )
-        assert (health["oldest_ledger"], health["newest_ledger"]) == (FIRST, LAST)
-        await collect(addr, FIRST, FIRST + 9)
-        health = json.loads(
-            await loop.run_in_executor(
-                None,
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{app.bound.health_port}/health", timeout=5).read(),
-            )
-        )
-        assert health["status"] == "SERVING" and health["core_backend"] == BACKEND
-        assert health["header_hash"] == index.SHA256
-        assert health["newest_ledger"] == LAST
-        metrics = (
-            await loop.run_in_executor(
-                None,
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{app.bound.metrics_port}/metrics", timeout=5).read(),
-            )
-        ).decode()
-        assert "stellar_live_source_ledgers_sent_total 10.0" in metrics
-        assert f'core_backend="{BACKEND}"' in metrics and f'header_hash="{index.SHA256}"' in metrics
-        app.service.draining.set()
-        status = await loop.run_in_executor(
-            None, lambda: _http_status(f"http://127.0.0.1:{app.bound.health_port}/ready")
-        )
-        assert status == 503
-
-
-def _http_status(url: str) -> int:
-    import urllib.error
-    import urllib.request
-
-    try:
-        return urllib.request.urlopen(url, timeout=5).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 async def test_read_ahead_stops_at_the_end_ledger():
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
         started = app.lake.fetches  # the newest object (the tip) and the oldest (its first ledger)
         await collect(addr, FIRST, FIRST + 10)
-        await asyncio.sleep(0.2)
+        await until(lambda: app.lake.cache.inflight == 0, 10, "every read started has landed")
         assert (started, app.lake.fetches - started) == (2, 1)  # the stream's one object; nothing past the end
 
 
 async def test_objects_larger_than_the_cache_are_read_once_per_stream():
     """Nothing is cached, yet the object that answers whether the start is in
-    range is the one the stream sends from: never read a second time."""
+    range is the one the stream sends from, and the newest object, read at
+    start to learn the tip, is the one a stream at the tip sends from: none is
+    read a second time."""
     async with running_app(env_for(SHARED_LAKE, CACHE_BYTES="64KiB")) as (app, addr):
-        before = app.lake.fetches
+        reads = count_gets(app.lake.storage)
+        keys = [LAYOUT.object_key(s) for s in range(FIRST // 64 * 64, LAST + 1, 64)]
+        got = await collect(addr, LAST - 3, LAST)  # a stream that starts in the newest object
+        assert [s for s, _ in got] == list(range(LAST - 3, LAST + 1))
+        assert dict(reads) == {}
         got = await collect(addr, FIRST + 5, LAST)
         assert [s for s, _ in got] == list(range(FIRST + 5, LAST + 1))
-        assert app.lake.fetches - before == 5 and len(app.lake.cache) == 0
+        assert dict(reads) == {k: 1 for k in keys[:-1]} and len(app.lake.cache) == 0
 
 
 @pytest.mark.parametrize("budget_objects,most_fetched", [(1, 2), (2, 3)])
 async def test_read_ahead_counts_fetches_still_running_against_its_byte_budget(budget_objects, most_fetched):
     """Eight workers must not start eight fetches when the budget holds one or
     two objects: each running fetch counts at the size of the last object."""
-    from stellar_live_source.lake.lake import Lake, LakeSettings
-    from stellar_live_source.lake.storage import open_storage
-    from stellar_live_source.server.stream import StreamSettings, stream_frames
+    from stellar_live_source.lake.lake import Lake
+    from stellar_live_source.server.stream import stream_frames
 
-    lake = await Lake.open(open_storage("FS", bucket=str(SHARED_LAKE)), LakeSettings(cache_bytes=1))
+    lake = await Lake.open(storage_for("FS", bucket=str(SHARED_LAKE)), lake_settings(cache_bytes=1))
     try:
         size = (await lake.object(FIRST)).nbytes  # the five objects are about the same size
         await lake.newest()  # read once, before counting
         before = lake.fetches
-        s = StreamSettings(buffer_size=16, num_workers=8, readahead_bytes=budget_objects * size)
+        s = stream_settings(buffer_size=16, num_workers=8, readahead_bytes=budget_objects * size)
         async with contextlib.aclosing(stream_frames(lake, FIRST, LAST, s)) as runs:
             first = await anext(runs)
-            await asyncio.sleep(0.3)  # the fetches it started land (a folder: milliseconds)
+            await asyncio.sleep(0)  # the read-ahead's tasks take their first step: their reads begin
+            await until(lambda: lake.cache.inflight == 0, 10, "the reads it started have landed")
             assert len(first) == 64
             assert lake.fetches - before == most_fetched  # the object sent, and what the budget holds
             assert [len(r) async for r in runs] == [64] * 4  # and the rest of the stream is all there
@@ -373,7 +345,7 @@ async def test_a_ledger_missing_from_its_object_is_not_found_naming_key_and_boun
 
     lake = copy_lake(tmp_path)
     key = LAYOUT.object_key(1410112)
-    d = decode.decode_object((lake / key).read_bytes())
+    d = decode.decode_object((lake / key).read_bytes(), max_size=MAX_OBJECT_BYTES)
     kept = [bytes(d.xdr(i)) for i in range(len(d.ledgers)) if d.ledgers[i].seq <= 1410150]
     (lake / key).write_bytes(zstandard.ZstdCompressor().compress(batch_xdr(1410112, 1410150, kept)))
     async with running_app(env_for(lake, MISSING_OBJECT_WAIT="300ms")) as (_, addr):
@@ -381,50 +353,3 @@ async def test_a_ledger_missing_from_its_object_is_not_found_naming_key_and_boun
         assert code == grpc.StatusCode.NOT_FOUND
         assert f"ledger 1410151 is missing from object {key}, which holds 1410112-1410150" == details
         assert n == 1410151 - FIRST
-
-
-def test_stream_and_config_commands(tmp_path):
-    import subprocess
-    import sys
-
-    env = env_for(SHARED_LAKE)
-    with server_process(env) as (addr, _):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stellar_live_source.cli",
-                "stream",
-                "--server",
-                addr,
-                "--from",
-                str(FIRST),
-                "--to",
-                str(FIRST + 4),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        lines = out.stdout.splitlines()
-        index = index_by_seq()
-        assert [line.split() for line in lines] == [
-            [str(s), str(index[s]["xdr_len"]), index[s]["hash"]] for s in range(FIRST, FIRST + 5)
-        ]
-        out = subprocess.run(
-            [sys.executable, "-m", "stellar_live_source.cli", "stream", "--server", addr, "--from", "1", "--to", "3"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
-    bad = {**env, "STORAGE_TYPE": "S4", "PORT": "1", "SERVER_PORT": "2"}
-    out = subprocess.run(
-        [sys.executable, "-m", "stellar_live_source.cli", "config", "validate"],
-        env=bad,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 2 and "STORAGE_TYPE" in out.stderr and "PORT" in out.stderr

@@ -21,8 +21,8 @@ import pytest
 
 from stellar_live_source.client import Client
 from stellar_live_source.core.keys import Layout
-from stellar_live_source.lake.lake import Lake, LakeSettings
-from stellar_live_source.lake.storage import Storage, open_storage
+from stellar_live_source.lake.lake import Lake
+from stellar_live_source.lake.storage import Storage
 
 from .conftest import needs_testdata
 from .service_storage_support import (
@@ -43,7 +43,7 @@ from .service_storage_support import (
     stream_once,
     upload_parallel,
 )
-from .service_support import index_by_seq, server_process, status_of
+from .service_support import index_by_seq, lake_settings, server_process, status_of, storage_for
 from .support.endpoints import gcs_client, s3_client
 
 pytestmark = needs_testdata
@@ -124,7 +124,8 @@ def test_the_real_process_streams_every_run_byte_identical_and_knows_the_ends(ca
     env = env_of(case, request)
     index = index_by_seq()
     t0 = time.monotonic()
-    with server_process(env) as (addr, proc):
+    with server_process(env) as srv:
+        addr = srv.addr
         started = time.monotonic() - t0
         # `latest` and `oldest` are processes of their own, reading the same lake meanwhile.
         ends = {name: cli_popen(name, env) for name in ("latest", "oldest")}
@@ -148,7 +149,7 @@ def test_the_real_process_streams_every_run_byte_identical_and_knows_the_ends(ca
                 assert f"{OLDEST}-{NEWEST}" in details, details
 
         asyncio.run(main())
-        assert proc.poll() is None
+        assert srv.proc.poll() is None
         for name, want in (("latest", NEWEST), ("oldest", OLDEST)):
             code, out, err = cli_result(ends[name])
             assert (code, out) == (0, str(want)), f"{name}: {err}"
@@ -203,7 +204,7 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
             (lake_root / key).parent.mkdir(parents=True, exist_ok=True)
             (lake_root / key).write_bytes(data)
 
-        opener = lambda: open_storage("FS", bucket=str(tmp_path), prefix=ARCHIVE_PATH)  # noqa: E731
+        opener = lambda: storage_for("FS", bucket=str(tmp_path), prefix=ARCHIVE_PATH)  # noqa: E731
     elif storage == "S3":
         endpoint = request.getfixturevalue("moto_server")
         build_noise(tmp_path)
@@ -215,7 +216,7 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
             client.put_object(Bucket=bucket, Key=f"{ARCHIVE_PATH}/{key}", Body=data)
 
         def opener() -> Storage:
-            return open_storage(
+            return storage_for(
                 "S3", bucket=bucket, prefix=ARCHIVE_PATH, endpoint=endpoint, force_path_style=True, region="us-east-1"
             )
     else:
@@ -229,10 +230,10 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
             client.bucket(bucket).blob(f"{ARCHIVE_PATH}/{key}").upload_from_string(data)
 
         def opener() -> Storage:
-            return open_storage("GCS", bucket=bucket, prefix=ARCHIVE_PATH, pool_size=GCS_EMULATOR_POOL)
+            return storage_for("GCS", bucket=bucket, prefix=ARCHIVE_PATH, pool_size=GCS_EMULATOR_POOL)
 
     await asyncio.to_thread(put, ".config.json", manifest)
-    lake = await Lake.open(opener(), LakeSettings(retry_backoff=0.01))
+    lake = await Lake.open(opener(), lake_settings(retry_backoff=0.01))
     try:
         assert (lake.layout.ledgers_per_file, lake.layout.files_per_partition) == LAYOUTS[layout]
         assert await lake.newest(refresh=True) is None and await lake.oldest(refresh=True) is None

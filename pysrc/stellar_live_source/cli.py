@@ -4,13 +4,17 @@
 ask the lake; ``config validate`` checks a configuration; ``inspect`` reads
 ledgers with the compiled core (never stellar-sdk's decoder); ``pack`` writes
 lakes for tests, benchmarks and the embedded sample.
+
+Every command ends with an exit code of the error model (``errors.OUTCOMES``):
+0 ok; 1 bad data, not found, out of range, a bad input file; 2 usage or
+misconfiguration; 3 unavailable after retries; 130 on Ctrl-C; and a short
+message on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -20,31 +24,33 @@ from pathlib import Path
 from . import __version__
 from .core import BACKEND
 from .core.decode import FORMATS, UNKNOWN_ARMS, decode_file
-from .core.errors import CoreError
 from .core.keys import EXTENSIONS, Layout
+from .errors import (
+    EXIT_INTERRUPTED,
+    BadInputFile,
+    ConfigError,
+    CoreError,
+    EmptyLake,
+    LiveSourceError,
+    UsageError,
+    exit_code_for_status,
+    outcome,
+)
+from .ops.config import Config, defaults, describe, load, parse_size
+from .parts import SAMPLE_LAKE
 
-SAMPLE_LAKE = Path(__file__).with_name("sample_lake")
+PROG = "stellar-live-source"
+
+
+def _say(command: str, message: str) -> None:
+    print(f"{PROG} {command}: {message}", file=sys.stderr, flush=True)
 
 
 def _size(text: str) -> int:
-    units = {
-        "": 1,
-        "k": 10**3,
-        "kb": 10**3,
-        "kib": 2**10,
-        "m": 10**6,
-        "mb": 10**6,
-        "mib": 2**20,
-        "g": 10**9,
-        "gb": 10**9,
-        "gib": 2**30,
-    }
-    t = text.strip().lower()
-    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
     try:
-        return int(float(num) * units[t[len(num) :].strip()])
-    except (KeyError, ValueError):
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with a unit such as 512MiB)") from None
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _objects(path: Path) -> Iterator[Path]:
@@ -58,41 +64,38 @@ def _objects(path: Path) -> Iterator[Path]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    paths = args.paths or [str(SAMPLE_LAKE)]
-    for given in paths:
+    for given in args.paths or [str(SAMPLE_LAKE)]:
         root = Path(given)
         if not root.exists():
-            print(f"stellar-live-source: {given}: no such file or folder", file=sys.stderr)
-            return 2
+            raise BadInputFile(f"{given}: no such file or folder")
         for path in _objects(root):
             shown = given if path == root else str(path)
             try:
-                decoded = decode_file(
-                    path.read_bytes(), args.format, max_size=args.max_size, unknown_arms=args.unknown_arms
-                )
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise BadInputFile(f"{shown}: {exc.strerror}") from None
+            try:
+                decoded = decode_file(raw, args.format, max_size=args.max_size, unknown_arms=args.unknown_arms)
             except CoreError as exc:
-                print(f"stellar-live-source: {shown}: {exc}", file=sys.stderr)
-                return 1
+                _say("inspect", f"{shown}: {exc}")
+                return outcome(exc).exit_code
             for i, led in enumerate(decoded.ledgers):
                 digest = sha256(decoded.xdr(i)).hexdigest()
                 if args.json:
-                    print(
-                        json.dumps(
-                            {
-                                "file": shown,
-                                "index": i,
-                                "seq": led.seq,
-                                "lcm_v": led.lcm_v,
-                                "protocol": led.protocol,
-                                "xdr_len": led.length,
-                                "sha256": digest,
-                                "hash": led.hash.hex(),
-                                "prev": led.prev.hex(),
-                                "hash_ok": led.hash_ok,
-                                "fallback": led.fallback,
-                            }
-                        )
-                    )
+                    row = {
+                        "file": shown,
+                        "index": i,
+                        "seq": led.seq,
+                        "lcm_v": led.lcm_v,
+                        "protocol": led.protocol,
+                        "xdr_len": led.length,
+                        "sha256": digest,
+                        "hash": led.hash.hex(),
+                        "prev": led.prev.hex(),
+                        "hash_ok": led.hash_ok,
+                        "fallback": led.fallback,
+                    }
+                    print(json.dumps(row))
                 else:
                     flags = ("hash ok" if led.hash_ok else "HASH MISMATCH") + (" fallback" if led.fallback else "")
                     print(
@@ -102,19 +105,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
-    """The configuration (CONFIG_FILE or --config, then the environment), or exit 2 listing every problem."""
-    from .ops.config import ConfigError, load
-
-    try:
-        config = load(config_file=args.config)
-    except ConfigError as exc:
-        print(f"stellar-live-source: invalid configuration:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if config.storage.uses_sample_lake:
-        # No lake configured at all: serve the sample lake the package ships.
-        config = dataclasses.replace(config, storage=dataclasses.replace(config.storage, bucket_name=str(SAMPLE_LAKE)))
-    return config
+def _config(args: argparse.Namespace) -> Config:
+    """The configuration: CONFIG_FILE or --config, then the environment (ConfigError lists every problem)."""
+    return load(config_file=args.config)
 
 
 def _logging(level: str) -> None:
@@ -124,64 +117,64 @@ def _logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from . import parts
     from .ops.runtime import tune_malloc
     from .server.app import App
 
     tune_malloc()
     config = _config(args)
     _logging(config.monitoring.log_level)
-    try:
-        asyncio.run(App(config).run())
-    except Exception as exc:  # start-up failures: one clear line, non-zero exit
-        from .lake.lake import LakeError, Unavailable
-        from .lake.storage import StorageConfigError, StorageError
-
-        if isinstance(exc, (LakeError, StorageConfigError, StorageError, Unavailable, OSError)):
-            print(f"stellar-live-source serve: {exc}", file=sys.stderr)
-            return 1
-        raise
+    asyncio.run(App(parts.build(config)).run(args.ports_file))
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .ops.config import main_validate
-
-    return main_validate(config_file=args.config)
-
-
-async def _lake_end(args: argparse.Namespace, which: str) -> int | None:
-    from .lake.lake import Lake
-    from .server.app import configured_storage, lake_settings
-
-    config = _config(args)
-    lake = await Lake.open(configured_storage(config), lake_settings(config))
-    try:
-        return await (lake.newest() if which == "latest" else lake.oldest())
-    finally:
-        await lake.close()
+    print("\n".join(describe(_config(args))))
+    return 0
 
 
 def cmd_lake_end(args: argparse.Namespace) -> int:
-    seq = asyncio.run(_lake_end(args, args.command))
+    from .parts import open_lake
+
+    async def end() -> int | None:
+        async with open_lake(_config(args)) as lake:
+            return await (lake.newest() if args.command == "latest" else lake.oldest())
+
+    seq = asyncio.run(end())
     if seq is None:
-        print("stellar-live-source: the lake holds no ledgers", file=sys.stderr)
-        return 1
+        raise EmptyLake("the lake holds no ledgers")
     print(seq)
     return 0
 
 
-async def _stream(args: argparse.Namespace) -> int:
+def cmd_stream(args: argparse.Namespace) -> int:
+    import grpc
+
     from .client import Client
 
     out = Path(args.out) if args.out else None
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-    async with Client(args.server) as client:
-        async for seq, xdr in client.stream(args.start, args.end):
-            if out:
-                (out / f"{seq}.xdr").write_bytes(xdr)
-            else:
-                print(f"{seq} {len(xdr)} {decode_hash(xdr)}", flush=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInputFile(f"--out {args.out}: {exc.strerror}") from None
+
+    def retrying(exc: grpc.aio.AioRpcError, attempt: int, wait: float) -> None:
+        _say("stream", f"{exc.code().name}: {exc.details()}; retry {attempt} of {args.max_retries} in {wait:.1f}s")
+
+    async def run() -> None:
+        async with Client(args.server, max_retries=args.max_retries, on_retry=retrying) as client:
+            async for seq, xdr in client.stream(args.start, args.end):
+                if out:
+                    (out / f"{seq}.xdr").write_bytes(xdr)
+                else:
+                    print(f"{seq} {len(xdr)} {decode_hash(xdr)}", flush=True)
+
+    try:
+        asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        _say("stream", f"{exc.code().name}: {exc.details()}")
+        return exit_code_for_status(exc.code().name)
     return 0
 
 
@@ -192,18 +185,6 @@ def decode_hash(xdr: bytes) -> str:
     return index_ledgers(xdr, [(0, len(xdr), False)])[0][3].hex()
 
 
-def cmd_stream(args: argparse.Namespace) -> int:
-    import grpc
-
-    try:
-        return asyncio.run(_stream(args))
-    except grpc.aio.AioRpcError as exc:
-        print(f"stellar-live-source stream: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
 def cmd_pack(args: argparse.Namespace) -> int:
     from .tools import pack
 
@@ -211,17 +192,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
         from .tools.synthetic import synthetic_ledgers
 
         if args.inputs:
-            raise SystemExit("stellar-live-source pack: give input files or --synthetic, not both")
+            raise UsageError("give input files or --synthetic, not both")
         ledgers = synthetic_ledgers(
             args.synthetic, args.start, seed=args.seed, sizes=args.sizes, network_passphrase=args.network_passphrase
         )
     else:
         if not args.inputs:
-            raise SystemExit("stellar-live-source pack: give input files, or --synthetic N")
-        ledgers = pack.ledgers_of(args.inputs)
+            raise UsageError("give input files, or --synthetic N")
+        for given in args.inputs:
+            if not Path(given).is_file():
+                raise BadInputFile(f"{given}: no such file")
+        ledgers = pack.ledgers_of(args.inputs, max_size=defaults().storage.max_object_bytes)
         if args.renumber is not None:
             if args.count is None:
-                raise SystemExit("stellar-live-source pack: --renumber needs --count")
+                raise UsageError("--renumber needs --count")
             ledgers = pack.renumber(ledgers, args.renumber, args.count)
     try:
         keys = pack.write_lake(
@@ -232,15 +216,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
             extension=args.extension,
             network_passphrase=args.network_passphrase,
         )
-    except (CoreError, ValueError) as exc:
-        print(f"stellar-live-source pack: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # a gap between inputs, a renumber without inputs
+        if isinstance(exc, LiveSourceError):
+            raise
+        raise UsageError(str(exc)) from None
     print(f"wrote {len(keys)} objects to {args.out}", file=sys.stderr)
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="stellar-live-source", description="Stellar ledgers out of a datalake.")
+    d = defaults()
+    ap = argparse.ArgumentParser(prog=PROG, description="Stellar ledgers out of a datalake.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__} (core: {BACKEND})")
     sub = ap.add_subparsers(dest="command", required=True)
     config = argparse.ArgumentParser(add_help=False)
@@ -249,11 +235,12 @@ def parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("serve", parents=[config], help="run the gRPC service (default: the embedded sample lake)")
+    p.add_argument("--ports-file", metavar="FILE", help="write the ports bound as JSON (useful with port 0)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("config", help="configuration commands")
     csub = p.add_subparsers(dest="config_command", required=True)
-    v = csub.add_parser("validate", parents=[config], help="check a configuration without starting anything")
+    v = csub.add_parser("validate", parents=[config], help="check a configuration and print every setting")
     v.set_defaults(func=cmd_config)
 
     for name, what in (("latest", "newest"), ("oldest", "oldest")):
@@ -265,6 +252,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", type=int, required=True, metavar="N", help="first ledger")
     p.add_argument("--to", dest="end", type=int, default=0, metavar="M", help="last ledger (default: follow the tip)")
     p.add_argument("--out", metavar="DIR", help="write each ledger's XDR to DIR/SEQ.xdr instead of printing")
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="give up (exit 3) after N retries in a row without a new ledger (default: 5)",
+    )
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("inspect", help="print one line per ledger of datalake objects, raw ledgers or XDR streams")
@@ -274,18 +268,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--unknown-arms",
         choices=UNKNOWN_ARMS,
-        default="error",
+        default=d.stream.xdr_unknown_arms,
         help="hash-chain: delimit ledgers with union arms newer than this build by the hash chain",
     )
-    p.add_argument("--max-size", type=_size, default="512MiB", help="cap on one file's decompressed size")
+    p.add_argument(
+        "--max-size",
+        type=_size,
+        default=d.storage.max_object_bytes,
+        help="cap on one file's decompressed size (default: MAX_OBJECT_BYTES's)",
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("pack", help="write ledgers into a datalake folder")
     p.add_argument("out", help="the lake folder to write")
     p.add_argument("inputs", nargs="*", help="files of ledgers in any framing inspect reads")
-    p.add_argument("--ledgers-per-file", type=int, default=64)
-    p.add_argument("--files-per-partition", type=int, default=10)
-    p.add_argument("--extension", choices=EXTENSIONS, default=".xdr.zst")
+    p.add_argument("--ledgers-per-file", type=int, default=d.storage.ledgers_per_file)
+    p.add_argument("--files-per-partition", type=int, default=d.storage.files_per_partition)
+    p.add_argument("--extension", choices=EXTENSIONS, default=EXTENSIONS[0])
     p.add_argument("--network-passphrase", default="Standalone Network ; February 2017")
     p.add_argument("--renumber", type=int, metavar="START", help="cycle the inputs into a run from START")
     p.add_argument("--count", type=int, metavar="N", help="how many ledgers --renumber writes")
@@ -298,16 +297,31 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if getattr(args, "ledgers_per_file", None) is not None:
-        try:
-            Layout(args.ledgers_per_file, args.files_per_partition, args.extension)
-        except ValueError as exc:
-            parser().error(str(exc))
+    args = parser().parse_args(argv)  # a usage error exits 2 with argparse's message
+    command = args.command if args.command != "config" else "config validate"
     try:
-        return args.func(args)
+        if getattr(args, "ledgers_per_file", None) is not None:
+            try:
+                Layout(args.ledgers_per_file, args.files_per_partition, args.extension)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        return int(args.func(args))
+    except ConfigError as exc:
+        n = len(exc.problems)
+        _say(command, f"invalid configuration ({n} problem{'s' if n != 1 else ''}):")
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return outcome(exc).exit_code
+    except LiveSourceError as exc:
+        _say(command, str(exc))
+        return outcome(exc).exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `inspect ... | head`
         return 0
+    except OSError as exc:  # a file a command writes, a socket: one line, not a traceback
+        _say(command, f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        return 1
 
 
 if __name__ == "__main__":

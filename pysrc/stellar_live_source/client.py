@@ -5,26 +5,33 @@
             ...
 
 ``stream`` resumes by itself after ``UNAVAILABLE`` (storage down, a server
-draining) from the last ledger it delivered + 1, so a consumer sees every
-ledger exactly once, in order. Other statuses are raised as ``grpc.aio.AioRpcError``.
+draining, a server not reachable) from the last ledger it delivered + 1, so a
+consumer sees every ledger exactly once, in order; after ``max_retries`` tries
+in a row without a new ledger it gives up and raises the last error. Other
+statuses are raised as they come, as ``grpc.aio.AioRpcError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from . import api
 from .core.frame import parse_raw_ledger
+from .errors import BadData
 
 # Real ledgers pass 4 MiB: clients must lift gRPC's default receive limit.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
 
+#: Called before each retry with the error, the retry's number (1, 2, ...) and the seconds it waits.
+OnRetry = Callable[[grpc.aio.AioRpcError, int, float], None]
 
-class OutOfOrder(Exception):
+
+class OutOfOrder(BadData):
     """The server sent a ledger other than the next one (never expected)."""
 
 
@@ -34,10 +41,14 @@ class Client:
         target: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
-        resume_backoff: float = 0.5,
-        resume_backoff_max: float = 10.0,
-        max_resumes: int | None = None,
-    ):
+        max_retries: int | None = 5,
+        retry_backoff: float = 0.5,
+        retry_backoff_max: float = 10.0,
+        on_retry: OnRetry | None = None,
+    ) -> None:
+        """``max_retries``: tries in a row after UNAVAILABLE without a new
+        ledger before giving up (None: never give up); the waits between them
+        double from ``retry_backoff`` up to ``retry_backoff_max``, with full jitter."""
         self.target = target
         self.channel = (
             grpc.aio.secure_channel(target, credentials, CHANNEL_OPTIONS)
@@ -45,22 +56,25 @@ class Client:
             else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
         )
         self._stream = self.channel.unary_stream(
-            api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString, response_deserializer=None
+            api.STREAM_METHOD,
+            request_serializer=api.StreamLedgersRequest.SerializeToString,
+            response_deserializer=None,
         )
         self._range = self.channel.unary_unary(
             api.RANGE_METHOD,
             request_serializer=api.GetLedgerRangeRequest.SerializeToString,
             response_deserializer=api.GetLedgerRangeResponse.FromString,
         )
-        self.resume_backoff = resume_backoff
-        self.resume_backoff_max = resume_backoff_max
-        self.max_resumes = max_resumes
-        self.resumes = 0
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.on_retry = on_retry
+        self.retries = 0  # in all, over every stream of this client
 
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -71,7 +85,7 @@ class Client:
     ) -> AsyncIterator[tuple[int, bytes]]:
         """(sequence, LedgerCloseMeta XDR) from ``start`` to ``end`` inclusive (0: follow the tip forever)."""
         seq = start
-        failures = 0
+        failures = 0  # tries in a row without a new ledger
         while True:
             call = self._stream(api.StreamLedgersRequest(start_ledger=seq, end_ledger=end), timeout=timeout)
             try:
@@ -85,17 +99,25 @@ class Client:
                     seq += 1
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or (
-                    self.max_resumes is not None and self.resumes >= self.max_resumes
-                ):
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-                self.resumes += 1
+                if end and seq > end:  # the last ledger had arrived: a bounded stream is complete
+                    return
+                if self.max_retries is not None and failures >= self.max_retries:
+                    raise
                 failures += 1
-                await asyncio.sleep(random.uniform(0, min(self.resume_backoff_max, self.resume_backoff * 2**failures)))
+                self.retries += 1
+                wait = random.uniform(0, min(self.retry_backoff_max, self.retry_backoff * 2**failures))
+                if self.on_retry is not None:
+                    self.on_retry(exc, failures, wait)
+                await asyncio.sleep(wait)
             finally:
                 call.cancel()
 
-    async def ledger_range(self, start: int, end: int, *, timeout: float | None = None):
+    async def ledger_range(
+        self, start: int, end: int, *, timeout: float | None = None
+    ) -> tuple[list[tuple[int, bytes]], int]:
         """``(ledgers, latest)``: what GetLedgerRange returns for [start, end)."""
-        resp = await self._range(api.GetLedgerRangeRequest(start_ledger=start, end_ledger=end), timeout=timeout)
+        request = api.GetLedgerRangeRequest(start_ledger=start, end_ledger=end)
+        resp: Any = await self._range(request, timeout=timeout)
         return [(x.sequence, x.ledger_close_meta_xdr) for x in resp.ledgers], resp.latest_ledger

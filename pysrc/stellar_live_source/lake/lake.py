@@ -12,28 +12,33 @@ import os
 import random
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..core import decode, zstd
-from ..core.errors import CoreError
 from ..core.keys import EXTENSIONS, Layout
+from ..errors import CoreError, CorruptObject, LakeConfigError, ObjectNotFound, RetriesExhausted, StorageError
 from .objects import LakeObject, ObjectCache
-from .storage import ObjectNotFound, Storage, StorageError
+from .storage import Storage
 
 log = logging.getLogger("stellar_live_source.lake")
 
 MANIFEST = ".config.json"
 # Objects that declare up to this many decompressed bytes (under 1 ms of
-# decoding) are decoded on the event loop: for them, a thread handoff and the
-# GIL contention it brings cost more than the decoding (7% of a cold stream
-# of small ledgers). Larger ones go to the decode threads, keeping the loop free.
+# decoding) are decoded on the event loop: for them a thread handoff costs more
+# than the decoding. Larger ones go to the decode threads, keeping the loop free.
 INLINE_DECODE_BYTES = 512 << 10
 # Decoding is bulk work and the event loop's is latency work (every stream's
 # sends), so decode threads run this much nicer than the process and the loop
-# preempts them, as RocksDB does with its compaction threads. A cold stream of
-# large ledgers ran 3-5% faster, with the client on the server's cores or not.
+# preempts them, as RocksDB does with its compaction threads (docs/benchmarks.md).
 DECODE_NICE = 10
+# Keys per listing while looking for the lake's ends: enough to step over a few
+# files that are not the layout's (a README, a stray upload) in one request.
+_LISTING = 8
+
+T = TypeVar("T")
 
 
 def _yield_to_the_loop() -> None:
@@ -48,30 +53,16 @@ def _yield_to_the_loop() -> None:
         log.debug("decode thread priority left as it was: %s", exc)
 
 
-class LakeError(Exception):
-    """The lake cannot be served as configured (start-up)."""
-
-
-class Unavailable(Exception):
-    """Storage failed after every retry: transient, the client should resume."""
-
-
-class Corrupt(Exception):
-    """An object failed to decode or verify twice: the message names the key and offset."""
-
-
-async def retrying(what: str, call, settings: LakeSettings):
+async def retrying(what: str, call: Callable[[], Awaitable[T]], settings: LakeSettings) -> T:
     """``await call()``, retrying StorageError with exponential backoff and full
-    jitter; after ``retry_attempts`` retries, Unavailable. A missing object
-    (ObjectNotFound) is an answer, not a failure: it is raised at once."""
+    jitter; after ``retry_attempts`` retries, RetriesExhausted. A missing object
+    (ObjectNotFound) is an answer, not a failure: it passes through at once."""
     for attempt in range(settings.retry_attempts + 1):
         try:
             return await call()
-        except ObjectNotFound:
-            raise
         except StorageError as exc:
             if attempt == settings.retry_attempts:
-                raise Unavailable(f"storage failed {what} after {attempt + 1} tries: {exc}") from exc
+                raise RetriesExhausted(f"storage failed {what} after {attempt + 1} tries: {exc}") from exc
             wait = random.uniform(0, min(settings.retry_backoff_max, settings.retry_backoff * 2**attempt))
             log.info("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, wait)
             await asyncio.sleep(wait)
@@ -80,17 +71,21 @@ async def retrying(what: str, call, settings: LakeSettings):
 
 @dataclass(frozen=True, slots=True)
 class LakeSettings:
-    ledgers_per_file: int | None = None  # None: not set by the operator (manifest or 64)
-    files_per_partition: int | None = None
-    retry_attempts: int = 5
-    retry_backoff: float = 1.0
-    retry_backoff_max: float = 30.0
-    poll_interval: float = 1.0
-    cache_bytes: int = 256 << 20
-    max_object_bytes: int = 512 << 20
-    verify: bool = True
-    unknown_arms: str = "error"
-    decode_workers: int = 2
+    """What the lake needs of the configuration (built by ``parts``; defaults live there)."""
+
+    ledgers_per_file: int | None  # None: not set by the operator (the manifest, else the default)
+    files_per_partition: int | None
+    default_ledgers_per_file: int  # when neither the operator nor a manifest says
+    default_files_per_partition: int
+    retry_attempts: int
+    retry_backoff: float
+    retry_backoff_max: float
+    poll_interval: float
+    cache_bytes: int
+    max_object_bytes: int
+    verify: bool
+    unknown_arms: str
+    decode_workers: int
 
 
 class Lake:
@@ -104,10 +99,11 @@ class Lake:
             settings.decode_workers, thread_name_prefix="decode", initializer=_yield_to_the_loop
         )
         self._newest: tuple[str, int] | None = None  # (key, newest ledger)
+        self._tip: LakeObject | None = None  # the newest object, kept beside the cache (see object())
         self._oldest: int | None = None
-        self._oldest_search: asyncio.Future | None = None
+        self._oldest_search: asyncio.Future[int | None] | None = None
         self._tip_changed = asyncio.Event()
-        self._watcher: asyncio.Task | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._waiters = 0
         self.fetches = 0
 
@@ -117,11 +113,14 @@ class Lake:
         await retrying("checking the lake", storage.check, settings)
         manifest = None
         try:
-            manifest = json.loads(await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings))
+            text = await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings)
+            manifest = json.loads(text)
         except ObjectNotFound:
             pass
         except ValueError as exc:
-            raise LakeError(f"the lake manifest {MANIFEST} is not JSON: {exc}") from exc
+            raise LakeConfigError(f"the lake manifest {MANIFEST} is not JSON: {exc}") from exc
+        if manifest is not None and not isinstance(manifest, dict):
+            raise LakeConfigError(f"the lake manifest {MANIFEST} is not a JSON object")
         lpf, fpp = settings.ledgers_per_file, settings.files_per_partition
         problems = []
         if manifest is not None:
@@ -135,19 +134,18 @@ class Lake:
                 problems.append(f"the lake manifest's compression {manifest.get('compression')!r} is not zstd")
             lpf, fpp = manifest.get("ledgersPerBatch"), manifest.get("batchesPerPartition")
         if problems:
-            raise LakeError("; ".join(problems))
-        lake = cls(storage, Layout(lpf or 64, fpp or 10), settings, manifest)
-        ext = await lake._detect_extension()
-        if ext != lake.layout.extension:
-            lake.layout = Layout(lake.layout.ledgers_per_file, lake.layout.files_per_partition, ext)
+            raise LakeConfigError(problems)
+        try:
+            layout = Layout(lpf or settings.default_ledgers_per_file, fpp or settings.default_files_per_partition)
+        except (TypeError, ValueError) as exc:
+            raise LakeConfigError(f"the lake manifest {MANIFEST} gives no usable layout: {exc}") from exc
+        lake = cls(storage, layout, settings, manifest)
+        first = await lake._first_object_key("", None)
+        if first is not None:  # the newest object's extension: what the exporter writes now
+            ext = lake.layout.parse_key(first)[2]
+            if ext != lake.layout.extension:
+                lake.layout = Layout(layout.ledgers_per_file, layout.files_per_partition, ext)
         return lake
-
-    async def _detect_extension(self) -> str:
-        for key in await self._list(limit=10):
-            for ext in EXTENSIONS:
-                if key.endswith(ext):
-                    return ext
-        return EXTENSIONS[0]
 
     async def close(self) -> None:
         if self._oldest_search is not None:
@@ -157,6 +155,26 @@ class Lake:
             await asyncio.gather(self._watcher, return_exceptions=True)
         self._decoder.shutdown(wait=False, cancel_futures=True)
         await self.storage.close()
+
+    # -- what observers may read --
+    @property
+    def newest_known(self) -> int | None:
+        """The newest ledger as last looked up (None: not yet, or an empty lake)."""
+        return None if self._newest is None else self._newest[1]
+
+    @property
+    def oldest_known(self) -> int | None:
+        return self._oldest
+
+    @property
+    def waiters(self) -> int:
+        """Streams waiting at the tip."""
+        return self._waiters
+
+    @property
+    def watching(self) -> bool:
+        """Whether the tip watcher is polling."""
+        return self._watcher is not None and not self._watcher.done()
 
     # -- objects --
     def file_start(self, seq: int) -> int:
@@ -168,6 +186,10 @@ class Lake:
     async def object(self, file_start: int) -> LakeObject | None:
         """The decoded object holding ``file_start``'s ledgers, or None when the
         lake has no such object (under either extension)."""
+        tip = self._tip
+        if tip is not None and self.layout.file_start(tip.start) == file_start:
+            # Read to learn the newest ledger; an object larger than the cache is not read again.
+            return tip
         return await self.cache.get(file_start, lambda: self._fetch(file_start))
 
     async def _fetch(self, file_start: int) -> LakeObject | None:
@@ -186,9 +208,9 @@ class Lake:
                 try:
                     return await self._decode(key, await self._get(key))
                 except CoreError as exc:
-                    raise Corrupt(f"object {key}: {exc}") from exc
+                    raise CorruptObject(f"object {key}: {exc}") from exc
                 except ObjectNotFound:
-                    raise Unavailable(f"object {key} disappeared while it was being read") from None
+                    raise RetriesExhausted(f"object {key} disappeared while it was being read") from None
         return None
 
     async def _get(self, key: str) -> bytes:
@@ -198,8 +220,11 @@ class Lake:
 
         return await retrying(f"reading {key}", get, self.settings)
 
-    async def _list(self, prefix: str = "", **kw) -> list[str]:
-        return await retrying(f"listing {prefix or 'the lake'}", lambda: self.storage.list(prefix, **kw), self.settings)
+    async def _list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
+        what = f"listing {prefix or 'the lake'}"
+        return await retrying(
+            what, lambda: self.storage.list(prefix, start_after=start_after, limit=limit), self.settings
+        )
 
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
         s = self.settings
@@ -213,6 +238,61 @@ class Lake:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
 
+    def forget(self, file_start: int) -> None:
+        """Drop what is known of an object, so that the next read fetches it
+        again (a gap in it may have been filled since)."""
+        self.cache.drop(file_start)
+        if self._tip is not None and self.layout.file_start(self._tip.start) == file_start:
+            self._tip = None
+            if self._newest is not None:
+                self._newest = ("", self._newest[1])  # the next refresh reads the newest object again
+
+    # -- keys that are the layout's --
+    def _is_object_key(self, key: str) -> bool:
+        """Whether the layout writes exactly this key (under either extension):
+        anything else in the bucket (a README, a stray upload) is not the lake's."""
+        try:
+            start, _, ext = self.layout.parse_key(key)
+        except ValueError:
+            return False
+        return key == self.layout.object_key(start, ext)
+
+    def _is_partition(self, name: str) -> bool:
+        """Whether ``name`` ("HHHHHHHH--a-b/") is a partition folder of the layout."""
+        try:
+            start = int(name[10 : name.index("-", 10)])
+        except ValueError:
+            return False
+        return start <= 0xFFFFFFFF and name == self.layout.partition_dir(start) + "/"
+
+    async def _first_object_key(self, prefix: str, start_after: str | None) -> str | None:
+        """The first key under ``prefix`` after ``start_after`` that is an object
+        of the layout, stepping over keys that are not."""
+        while True:
+            keys = await self._list(prefix, start_after=start_after, limit=_LISTING)
+            for key in keys:
+                if self._is_object_key(key):
+                    return key
+            if len(keys) < _LISTING:
+                return None
+            start_after = keys[-1]
+
+    async def _first_entry(self, prefix: str, start_after: str) -> str | None:
+        """The first entry of the layout's next level under ``prefix`` after
+        ``start_after``: a partition folder ("HHHHHHHH--a-b/") at the top of a
+        partitioned layout, else an object key."""
+        if prefix or self.layout.files_per_partition == 1:
+            return await self._first_object_key(prefix, start_after)
+        while True:
+            keys = await self._list(prefix, start_after=start_after, limit=_LISTING)
+            for key in keys:
+                folder = key[: key.find("/") + 1]
+                if folder and self._is_partition(folder):
+                    return folder
+            if len(keys) < _LISTING:
+                return None
+            start_after = keys[-1]
+
     # -- the ends of the lake --
     async def newest(self, refresh: bool = False) -> int | None:
         """The last ledger the lake holds, or None for an empty lake."""
@@ -222,22 +302,22 @@ class Lake:
 
     async def _refresh_newest(self) -> None:
         # Inverted hex prefixes: an ascending listing starts with the newest object.
-        # The manifest sorts first ('.' < '0'); anything that is no object key is skipped.
-        for key in await self._list(limit=8):
-            try:
-                start, _, _ = self.layout.parse_key(key)
-            except ValueError:
-                continue
+        after = None
+        while (key := await self._first_object_key("", after)) is not None:
             if self._newest is not None and self._newest[0] == key:
                 return
-            obj = await self.object(start)
+            obj = await self.object(self.layout.parse_key(key)[0])
             if obj is not None:
-                if self._newest is None or obj.end > self._newest[1]:
+                grew = self._newest is None or obj.end > self._newest[1]
+                if grew or obj.end == self._newest[1]:  # a newer object, or the newest one rewritten
                     self._newest = (key, obj.end)
+                    self._tip = obj
+                if grew:
                     self._tip_changed.set()
                     self._tip_changed = asyncio.Event()
                 return
-        self._newest = None
+            after = key  # listed, then gone: the next one
+        self._newest = self._tip = None
 
     async def oldest(self, refresh: bool = False) -> int | None:
         """The first ledger the lake holds, found by searching the listing
@@ -257,35 +337,38 @@ class Lake:
         obj = await self._fetch(self.layout.parse_key(key)[0])
         return None if obj is None else obj.start
 
-    async def _last_key(self, prefix: str) -> str | None:
-        """The lexicographically last object key under ``prefix``. Every level
-        of the layout (partition folder, file) starts with 8 hex digits, so a
-        search over them takes a few rounds of one-key listings whatever the
-        lake's size: 8-way, the 7 probes of a round listed at once."""
+    async def _last_key(self, prefix: str, below: int = 1 << 32) -> str | None:
+        """The last object key of the layout under ``prefix``, among entries
+        whose 8 hex digits are under ``below``. Every level of the layout
+        (partition folder, file) starts with 8 hex digits, so a search over
+        them takes a few rounds of listings whatever the lake's size: 8-way,
+        the 7 probes of a round listed at once. Keys that are not the layout's
+        are stepped over."""
 
-        async def any_after(after: str) -> bool:
-            return bool(await self._list(prefix, start_after=after, limit=1))
+        async def any_at_or_above(x: int) -> bool:
+            # The first entry at or above x has the smallest digits there.
+            entry = await self._first_entry(prefix, f"{prefix}{x:08X}")
+            return entry is not None and int(entry[len(prefix) : len(prefix) + 8], 16) < below
 
         # '/' sorts between '.' (the manifest) and '0' (every key).
-        if not await any_after(prefix + "/"):
+        if not await any_at_or_above(0):
             return None
-        lo, hi = 0, 0xFFFFFFFF  # the largest x with a key after "%08X" % x: the largest prefix
+        lo, hi = 0, below - 1  # the largest x with an entry whose digits are x or more
         while lo < hi:
             points = sorted({lo + (hi - lo) * i // 8 + 1 for i in range(7)} | {hi})
             try:
                 async with asyncio.TaskGroup() as tg:  # one failing listing cancels its siblings
-                    probes = [tg.create_task(any_after(f"{prefix}{x:08X}")) for x in points]
+                    probes = [tg.create_task(any_at_or_above(x)) for x in points]
             except ExceptionGroup as group:
                 raise group.exceptions[0] from None
             found = [p.result() for p in probes]
-            below = [x for x, f in zip(points, found, strict=True) if f]
-            above = [x for x, f in zip(points, found, strict=True) if not f]
-            lo = max(below, default=lo)
-            hi = min((x for x in above if x > lo), default=hi + 1) - 1
-        key = (await self._list(f"{prefix}{lo:08X}", limit=1))[0]
-        if "/" in key[len(prefix) :]:  # a partition folder: its last file, the same way
-            return await self._last_key(key[: key.index("/", len(prefix)) + 1])
-        return key
+            lo = max((x for x, f in zip(points, found, strict=True) if f), default=lo)
+            hi = min((x for x, f in zip(points, found, strict=True) if not f and x > lo), default=hi + 1) - 1
+        entry = await self._first_entry(prefix, f"{prefix}{lo:08X}")
+        if entry is None or not entry.endswith("/"):
+            return entry
+        # A partition folder: its last object the same way; one without any, the partitions before it.
+        return await self._last_key(entry) or await self._last_key(prefix, below=lo)
 
     # -- the tip --
     async def wait_for(self, seq: int) -> None:
@@ -311,5 +394,5 @@ class Lake:
             await asyncio.sleep(self.settings.poll_interval)
             try:
                 await self._refresh_newest()
-            except (Unavailable, Corrupt, StorageError) as exc:
+            except (RetriesExhausted, CorruptObject, StorageError) as exc:
                 log.warning("tip watcher: %s", exc)

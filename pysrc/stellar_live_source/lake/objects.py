@@ -96,5 +96,10 @@ class ObjectCache:
         if obj is not None:
             self.bytes -= obj.nbytes
 
+    @property
+    def inflight(self) -> int:
+        """Fetches running now."""
+        return len(self._inflight)
+
     def __len__(self) -> int:
         return len(self._items)

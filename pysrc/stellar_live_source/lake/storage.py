@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["Storage", "StorageError", "ObjectNotFound", "StorageConfigError", "open_storage"]
+from ..errors import ObjectNotFound, StorageConfigError, StorageError
+
+__all__ = ["Storage", "open_storage"]
 
 log = logging.getLogger("stellar_live_source.storage")
 
@@ -31,18 +33,6 @@ _SLACK = 0.5
 _PAGE = 1000
 # preadv2's flag to fail with EAGAIN rather than wait for the disk (Linux 4.14+).
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
-
-
-class StorageError(Exception):
-    """A failed call that may succeed if retried (timeouts, 5xx, connection errors, truncated bodies)."""
-
-
-class ObjectNotFound(StorageError):
-    """The key does not exist (404/NoSuchKey/FileNotFoundError). Not transient: callers decide."""
-
-
-class StorageConfigError(Exception):
-    """Misconfiguration found at open/check time (no such bucket/folder, bad credentials)."""
 
 
 def _root(prefix: str) -> str:
@@ -137,10 +127,9 @@ class FolderStorage(Storage):
     """A lake in a local folder; `bucket` is the folder, keys use "/".
 
     An object the page cache already holds whole is read on the event loop
-    with RWF_NOWAIT, which fails instead of blocking: handing a 60 KB read to
-    the pool cost 5-8 times the read itself (thread wake-ups and GIL
-    handoffs), 9% of the server's CPU on a cold stream of small ledgers.
-    Anything else (not cached, large, no RWF_NOWAIT) goes to the pool. A
+    with RWF_NOWAIT, which fails instead of blocking: handing a small read to
+    the pool costs several times the read itself (thread wake-ups and GIL
+    handoffs; docs/benchmarks.md). Anything else (not cached, large, no RWF_NOWAIT) goes to the pool. A
     folder whose open() itself is slow (a network or FUSE mount) is read only
     in the pool after a few slow inline reads (not the first: a preempted or
     CPU-throttled process makes any read look slow now and then)."""
@@ -484,12 +473,12 @@ def open_storage(
     kind: str,
     *,
     bucket: str,
-    prefix: str = "",
-    region: str | None = None,
-    endpoint: str | None = None,
-    force_path_style: bool = False,
-    timeout: float = 30.0,
-    pool_size: int = 32,
+    prefix: str,
+    region: str | None,
+    endpoint: str | None,
+    force_path_style: bool,
+    timeout: float,
+    pool_size: int,
 ) -> Storage:
     """One Storage per lake, shared by all its streams. `kind` is FS, S3 or GCS.
     Nothing is asked of the bucket until the first call; check() asks first."""

@@ -13,13 +13,13 @@ as plain seconds. Sizes are ints in bytes, written plain or with a unit (case
 does not matter): B, KB/MB/GB (powers of 1000), KiB/MiB/GiB (powers of 1024).
 
 Sentinel: ``storage.type == "FS"`` with ``storage.bucket_name == ""`` means the
-sample lake embedded in the package (``stellar_live_source.cli.SAMPLE_LAKE``);
+sample lake embedded in the package (``stellar_live_source.parts.SAMPLE_LAKE``);
 S3 and GCS need a bucket.
 """
 
+import functools
 import os
 import re
-import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -30,18 +30,11 @@ import yaml
 from environs import Env, EnvError, EnvValidationError
 
 from ..core.decode import UNKNOWN_ARMS
+from ..errors import ConfigError
 
 STORAGE_TYPES = ("FS", "S3", "GCS")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RETRY_BACKOFF_CAP = 30.0  # seconds; the doubling of RETRY_BACKOFF stops here
-
-
-class ConfigError(ValueError):
-    """Every problem found in one load, one per line of ``str()``."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +66,7 @@ def _opt(env: str, kind: str, default: str, **bounds: Any) -> Any:
 
 
 def _port(env: str, default: str, **kw: Any) -> Any:
-    return _opt(env, "int", default, low=1, high=65535, **kw)
+    return _opt(env, "int", default, low=0, high=65535, **kw)  # 0: any free port
 
 
 # The tree. Field names are the YAML keys; _opt declares the rest.
@@ -83,6 +76,7 @@ def _port(env: str, default: str, **kw: Any) -> Any:
 class ServerConfig:
     host: str = _opt("SERVER_HOST", "str", "0.0.0.0", required=True)
     port: int = _port("SERVER_PORT", "50052", aliases=("PORT",))
+    health_enabled: bool = _opt("HEALTH_ENABLED", "bool", "true")
     health_port: int = _port("HEALTH_PORT", "8088")
     graceful_shutdown_timeout: float = _opt("GRACEFUL_SHUTDOWN_TIMEOUT", "duration", "30s", low=0)
     max_concurrent_streams: int = _opt("MAX_CONCURRENT_STREAMS", "int", "100")
@@ -121,6 +115,7 @@ class StreamConfig:
     xdr_unknown_arms: str = _opt("XDR_UNKNOWN_ARMS", "choice", "error", choices=UNKNOWN_ARMS)
     range_max_ledgers: int = _opt("RANGE_MAX_LEDGERS", "int", "100")
     range_max_bytes: int = _opt("RANGE_MAX_BYTES", "size", "64MiB")
+    decode_workers: int = _opt("DECODE_WORKERS", "int", "2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +239,12 @@ def _for_environs(parse):
             raise EnvError(str(e)) from None
 
     return parser
+
+
+@functools.cache
+def defaults() -> Config:
+    """Every setting at its default: where commands take their own defaults from."""
+    return load({})
 
 
 def load(environ: Mapping[str, str] | None = None, *, config_file: str | None = None) -> Config:
@@ -392,10 +393,14 @@ def _cross_check(v: Mapping[str, Any]) -> list[str]:
             f"RETRY_BACKOFF={format_duration(v['RETRY_BACKOFF'])} is above "
             f"the {format_duration(RETRY_BACKOFF_CAP)} cap its doubling stops at"
         )
-    listeners = ["SERVER_PORT", "HEALTH_PORT"] + (["METRICS_PORT"] if v.get("METRICS_ENABLED") else [])
+    listeners = ["SERVER_PORT"] + [
+        port for port, on in (("HEALTH_PORT", "HEALTH_ENABLED"), ("METRICS_PORT", "METRICS_ENABLED")) if v.get(on)
+    ]
     taken: dict[int, str] = {}
     for name in listeners:
         port = v.get(name)
+        if port == 0:  # any free port: the kernel never hands out one twice
+            continue
         if port in taken:
             problems.append(f"{taken[port]} and {name} are both {port}: each listener needs its own port")
         elif port is not None:
@@ -414,18 +419,3 @@ def as_env(config: Config) -> dict[str, str]:
 def describe(config: Config) -> list[str]:
     """One ``NAME=value`` line per setting, for logs and ``config validate``."""
     return [f"{name}={value}" for name, value in as_env(config).items()]
-
-
-def main_validate(environ: Mapping[str, str] | None = None, config_file: str | None = None) -> int:
-    """``stellar-live-source config validate``: print the effective settings
-    and return 0, or print every problem on stderr and return 2."""
-    try:
-        config = load(environ, config_file=config_file)
-    except ConfigError as e:
-        n = len(e.problems)
-        print(f"configuration invalid ({n} problem{'s' if n != 1 else ''}):", file=sys.stderr)
-        for problem in e.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    print("\n".join(describe(config)))
-    return 0

@@ -3,7 +3,9 @@ on the path ledgers travel."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, start_http_server
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from .. import __version__
 from ..core import BACKEND, index
@@ -36,10 +38,7 @@ class Metrics:
         )
         self.fallback_ledgers.set_function(lambda: core_decode.Stats.fallback_ledgers)
 
-    def watch_lake(self, lake) -> None:
+    def watch_lake(self, lake: Any) -> None:
+        """Read the lake's counters at scrape time (handed the lake: ops imports none of it)."""
         self.cache_bytes.set_function(lambda: lake.cache.bytes)
         self.storage_fetches.set_function(lambda: lake.fetches)
-
-    def serve(self, host: str, port: int):
-        """Expose /metrics on its own port (a thread of prometheus_client)."""
-        return start_http_server(port, addr=host, registry=self.registry)

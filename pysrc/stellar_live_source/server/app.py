@@ -1,8 +1,13 @@
 """The application: starts the parts in order, stops them in reverse.
 
-Start: storage, lake, gRPC server (service, health, reflection), HTTP health,
-metrics; then SERVING. SIGTERM/SIGINT: NOT_SERVING, streams told to end with
-UNAVAILABLE (clients resume elsewhere), stop with grace, close the lake.
+Start: the HTTP listeners (health, metrics), the gRPC server (the ledger
+service, ``grpc.health.v1`` and reflection) not yet serving, then the lake
+(checked, its manifest read) and its newest ledger: ready. The oldest ledger is
+looked up in the background. SIGTERM/SIGINT: not ready, streams told to end
+with UNAVAILABLE (clients resume elsewhere), stop with grace, close the lake.
+
+Readiness is one rule (``ops.readiness``): ``/ready`` and the gRPC health
+status of both the ``""`` service and the ledger service follow it.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,106 +27,75 @@ from grpc_reflection.v1alpha import reflection
 from .. import __version__, api
 from ..core import BACKEND, index
 from ..core.zstd import ZSTD_VERSION
-from ..lake.lake import Lake, LakeSettings
-from ..lake.storage import open_storage
-from ..ops.metrics import Metrics
+from ..errors import ConfigError
+from ..lake.lake import Lake
+from ..ops.readiness import DRAINING, STARTING
+from .http import Listener, health_app, metrics_app
 from .service import RawLedgerService
-from .stream import StreamSettings
+
+if TYPE_CHECKING:
+    from ..parts import Parts
 
 log = logging.getLogger("stellar_live_source.server")
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-@dataclass
+
+@dataclass(frozen=True)
 class Bound:
-    """Where the running app listens (ports chosen by the OS when 0 was asked)."""
+    """Where the running app listens (the ports the kernel chose where 0 was asked)."""
 
     grpc_port: int
     health_port: int | None
     metrics_port: int | None
 
 
-def configured_storage(config):
-    """The storage backend the configuration names."""
-    st = config.storage
-    return open_storage(
-        st.type,
-        bucket=st.bucket_name,
-        prefix=st.path,
-        region=st.region or None,
-        endpoint=st.endpoint or None,
-        force_path_style=st.force_path_style,
-        timeout=st.timeout,
-        pool_size=st.pool_size,
-    )
-
-
-def lake_settings(config) -> LakeSettings:
-    st = config.storage
-    return LakeSettings(
-        # Only what the operator set may contradict the lake's manifest.
-        ledgers_per_file=st.ledgers_per_file if "LEDGERS_PER_FILE" in config.explicit else None,
-        files_per_partition=st.files_per_partition if "FILES_PER_PARTITION" in config.explicit else None,
-        retry_attempts=st.retry_attempts,
-        retry_backoff=st.retry_backoff,
-        poll_interval=st.poll_interval,
-        cache_bytes=st.cache_bytes,
-        max_object_bytes=st.max_object_bytes,
-        verify=config.stream.verify_hash_chain,
-        unknown_arms=config.stream.xdr_unknown_arms,
-    )
-
-
 class App:
-    def __init__(self, config):
-        self.config = config
-        self.metrics = Metrics()
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.config = parts.config
+        self.metrics = parts.metrics
+        self.readiness = parts.readiness
         self.lake: Lake | None = None
-        self._storage = None
-        self.server: grpc.aio.Server | None = None
-        self.service: RawLedgerService | None = None
+        self.service = RawLedgerService(
+            parts.stream_settings, parts.metrics, parts.config.server.max_concurrent_streams
+        )
         self.health = health.aio.HealthServicer()
-        self._http: asyncio.Server | None = None
-        self._metrics_server = None
+        self.server: grpc.aio.Server | None = None
         self.bound: Bound | None = None
-        self._oldest_lookup: asyncio.Task | None = None
+        self._listeners: list[Listener] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._oldest_lookup: asyncio.Task[None] | None = None
+        self.readiness.watch(self._readiness_changed)
 
+    # -- start --
     async def start(self) -> Bound:
+        """Listen, then open the lake: ready when this returns."""
+        bound = await self.listen()
+        await self.open()
+        return bound
+
+    async def listen(self) -> Bound:
+        """Every listener bound and answering, not yet ready."""
         try:
-            return await self._start()
+            return await self._listen()
         except BaseException:
             await self.stop(0)  # whatever started, stopped: a failed start leaves nothing behind
             raise
 
-    async def _start(self) -> Bound:
+    async def _listen(self) -> Bound:
         c = self.config
-        st = c.storage
-        self._storage = storage = configured_storage(c)
-        self.lake = await Lake.open(storage, lake_settings(c))
-        self.metrics.watch_lake(self.lake)
-        self.service = RawLedgerService(
-            self.lake,
-            StreamSettings(
-                buffer_size=st.buffer_size,
-                num_workers=st.num_workers,
-                readahead_bytes=st.readahead_bytes,
-                missing_object_wait=st.missing_object_wait,
-                poll_interval=st.poll_interval,
-                verify=c.stream.verify_hash_chain,
-                range_max_ledgers=c.stream.range_max_ledgers,
-                range_max_bytes=c.stream.range_max_bytes,
-            ),
-            self.metrics,
-            c.server.max_concurrent_streams,
-        )
-
-        health_port = None
-        if c.server.health_port is not None and c.server.health_port >= 0:
-            self._http = await asyncio.start_server(self._http_health, c.server.host, c.server.health_port)
-            health_port = self._http.sockets[0].getsockname()[1]
-        metrics_port = None
+        host = c.server.host
+        health_port = metrics_port = None
+        if c.server.health_enabled:
+            health_port = await self._http(
+                health_app(self.health_report, self.readiness), "HEALTH_PORT", c.server.health_port
+            )
         if c.monitoring.metrics_enabled:
-            self._metrics_server, _ = self.metrics.serve(c.server.host, c.monitoring.metrics_port)
-            metrics_port = self._metrics_server.server_port
+            metrics_port = await self._http(
+                metrics_app(self.metrics.registry), "METRICS_PORT", c.monitoring.metrics_port
+            )
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
         self.server = grpc.aio.server(
             options=[
@@ -129,63 +105,103 @@ class App:
             ]
         )
         self.server.add_generic_rpc_handlers((self.service.handler(),))
+        # grpcio's servicer reports "" as SERVING until told otherwise: not before the rule says so.
+        await self._publish_health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (api.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server, pool=api.POOL
-        )
-        port = self.server.add_insecure_port(f"{_host(c.server.host)}:{c.server.port}")
+        names = (api.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server, pool=api.POOL)
+        try:
+            port = self.server.add_insecure_port(f"{_bracketed(host)}:{c.server.port}")
+        except RuntimeError as exc:  # grpcio raises where older releases returned 0
+            raise ConfigError(f"SERVER_PORT={c.server.port}: cannot listen on {host}: {exc}") from None
         if port == 0:
-            raise OSError(f"cannot bind the gRPC port {c.server.host}:{c.server.port}")
+            raise ConfigError(f"SERVER_PORT={c.server.port}: cannot listen on {host}")
         await self.server.start()
-
-        newest = await self.lake.newest()  # before SERVING: /health never shows a lake without its tip
-        self._oldest_lookup = asyncio.ensure_future(self._look_up_oldest())
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(api.SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self.bound = Bound(port, health_port, metrics_port)
+        log.info("listening on %s: %s", host, ", ".join(f"{k} {v}" for k, v in ports(self.bound).items() if v))
+        return self.bound
+
+    async def _http(self, app: Any, setting: str, port: int) -> int:
+        listener = Listener(app)
+        self._listeners.append(listener)
+        try:
+            return await listener.start(self.config.server.host, port)
+        except OSError as exc:
+            raise ConfigError(f"{setting}={port}: cannot listen on {self.config.server.host}: {exc.strerror}") from None
+
+    async def open(self) -> None:
+        """Open the lake and learn its newest ledger: then ready."""
+        try:
+            lake = self.lake = await self.parts.open_lake()
+            self.metrics.watch_lake(lake)
+            self.service.lake = lake
+            newest = await lake.newest()
+        except BaseException:
+            await self.stop(0)
+            raise
+        self.readiness.release(STARTING)
+        self._oldest_lookup = asyncio.ensure_future(self._look_up_oldest())
         log.info(
-            "serving %s (%s ledgers, newest %s) on %s:%d; core %s, zstd %s",
-            storage.description,
-            self.lake.layout.extension,
+            "serving %s (%s, newest ledger %s); core %s, zstd %s",
+            lake.storage.description,
+            lake.layout,
             newest,
-            c.server.host,
-            port,
             BACKEND,
             ZSTD_VERSION,
         )
-        return self.bound
 
     async def _look_up_oldest(self) -> None:
         """Find the oldest ledger in the background, so /health reports it
         from the start rather than after the first stream that needed it."""
+        assert self.lake is not None
         try:
             await self.lake.oldest()
         except Exception as exc:  # storage trouble: a stream that needs it looks again
             log.warning("the lake's oldest ledger is not known yet: %s", exc)
 
+    async def settled(self) -> None:
+        """Until start-up's own reads are done (the background lookup of the oldest ledger)."""
+        if self._oldest_lookup is not None:
+            await asyncio.gather(self._oldest_lookup, return_exceptions=True)
+
+    # -- readiness to gRPC health --
+    def _readiness_changed(self) -> None:
+        task = asyncio.ensure_future(self._publish_health())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_health(self) -> None:
+        status = SERVING if self.readiness.ready else NOT_SERVING
+        for service in ("", api.SERVICE):
+            await self.health.set(service, status)
+
+    # -- stop --
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.graceful_shutdown_timeout if grace is None else grace
+        self.readiness.hold(DRAINING, "the server is shutting down")
         await self.health.enter_graceful_shutdown()  # NOT_SERVING first: load balancers stop sending
-        if self.service is not None:
-            self.service.draining.set()
+        self.service.draining.set()
         if self.server is not None:
             await self.server.stop(grace)
-        if self._http is not None:
-            self._http.close()
-            await self._http.wait_closed()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+        for listener in reversed(self._listeners):
+            await listener.stop()
+        self._listeners.clear()
         if self._oldest_lookup is not None:
             self._oldest_lookup.cancel()
             await asyncio.gather(self._oldest_lookup, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self.lake is not None:
             await self.lake.close()
-        elif self._storage is not None:
-            await self._storage.close()
+        else:
+            await self.parts.storage.close()
 
-    async def run(self) -> None:
+    async def run(self, ports_file: str | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-        await self.start()
+        bound = await self.listen()
+        if ports_file:
+            write_ports(ports_file, bound)
+        await self.open()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -194,46 +210,35 @@ class App:
         log.info("signal received: draining")
         await self.stop()
 
-    def health_report(self) -> dict:
+    def health_report(self) -> dict[str, Any]:
         lake = self.lake
         return {
-            "status": "SERVING" if self.bound is not None and not self.service.draining.is_set() else "NOT_SERVING",
+            "status": "SERVING" if self.readiness.ready else "NOT_SERVING",
+            "ready": self.readiness.ready,
+            "reasons": self.readiness.reasons,
             "version": __version__,
             "core_backend": BACKEND,
             "zstd": ZSTD_VERSION,
             "header_hash": index.SHA256,
-            "storage": lake.storage.description if lake else None,
-            "newest_ledger": lake._newest[1] if lake and lake._newest else None,
-            "oldest_ledger": lake._oldest if lake else None,
-            "active_streams": self.service.active if self.service else 0,
+            "storage": self.parts.storage.description,
+            "newest_ledger": lake.newest_known if lake else None,
+            "oldest_ledger": lake.oldest_known if lake else None,
+            "active_streams": self.service.active,
             "cache_bytes": lake.cache.bytes if lake else 0,
         }
 
-    async def _http_health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """GET /health (JSON report) and /ready; a minimal HTTP/1.0 answer."""
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
-            report = self.health_report()
-            ok = report["status"] == "SERVING"
-            if path.startswith("/health") or path.startswith("/ready"):
-                status = "200 OK" if ok else "503 Service Unavailable"
-                body = json.dumps(report).encode()
-            else:
-                status, body = "404 Not Found", b'{"error": "not found"}'
-            writer.write(
-                f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, IndexError):
-            pass
-        finally:
-            writer.close()
+
+def ports(bound: Bound) -> dict[str, int | None]:
+    return {"grpc": bound.grpc_port, "health": bound.health_port, "metrics": bound.metrics_port}
 
 
-def _host(host: str) -> str:
+def write_ports(path: str, bound: Bound) -> None:
+    """The ports bound, as JSON, written whole (a reader never sees half a file)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(ports(bound), f)
+    os.replace(tmp, path)
+
+
+def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host

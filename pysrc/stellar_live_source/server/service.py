@@ -5,6 +5,9 @@ finished protobuf bytes (frames built once per object and shared by every
 stream), so no protobuf object is built per ledger. The stream handler is a
 coroutine writing each frame itself, not an async generator grpc iterates:
 one generator step less per ledger.
+
+How a call ends comes from the error model: ``errors.outcome`` names the
+status of every error a stream or a range can end with.
 """
 
 from __future__ import annotations
@@ -12,56 +15,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import grpc
 
 from .. import api
-from ..lake.lake import Corrupt, Lake, Unavailable
-from ..lake.storage import StorageError
+from ..errors import Draining, LiveSourceError, TooManyStreams, Unavailable, outcome
+from ..lake.lake import Lake
 from ..ops.metrics import Metrics
-from .stream import StreamError, StreamSettings, ledger_range, stream_frames
+from .stream import StreamSettings, ledger_range, stream_frames
 
 log = logging.getLogger("stellar_live_source.server")
 
-
-# StorageError reaches here only if a storage call escaped the lake's retries.
-ENDINGS = (StreamError, Unavailable, Corrupt, StorageError)
+STARTING = "the server is starting: its lake is not open yet; retry shortly"
 
 
-def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status an ending tells the client."""
-    if isinstance(exc, StreamError):
-        return exc.code, exc.message
-    if isinstance(exc, (Unavailable, StorageError)):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
-    return grpc.StatusCode.DATA_LOSS, str(exc)
+def status_of(exc: LiveSourceError) -> grpc.StatusCode:
+    return grpc.StatusCode[outcome(exc).status]
 
 
 class RawLedgerService:
-    def __init__(self, lake: Lake, settings: StreamSettings, metrics: Metrics, max_streams: int):
-        self.lake = lake
+    def __init__(self, settings: StreamSettings, metrics: Metrics, max_streams: int) -> None:
+        self.lake: Lake | None = None  # set once the lake is open
         self.settings = settings
         self.metrics = metrics
         self.max_streams = max_streams
         self.active = 0
         self.draining = asyncio.Event()
 
-    def _end(self, code: grpc.StatusCode) -> None:
-        self.metrics.streams_ended.labels(code.name).inc()
-
-    async def stream_raw_ledgers(self, request, context: grpc.aio.ServicerContext):
+    def _lake(self) -> Lake:
         if self.draining.is_set():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another instance")
-        if self.active >= self.max_streams:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server serves at most {self.max_streams} streams at once"
-            )
+            raise Draining("the server is shutting down; retry on another instance")
+        if self.lake is None:
+            raise Unavailable(STARTING)
+        return self.lake
+
+    async def stream_raw_ledgers(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            lake = self._lake()
+            if self.active >= self.max_streams:
+                raise TooManyStreams(f"the server serves at most {self.max_streams} streams at once")
+        except LiveSourceError as exc:
+            await context.abort(status_of(exc), str(exc))
         self.active += 1
         self.metrics.streams_active.inc()
         self.metrics.streams_started.inc()
         sent = count = 0
         try:
-            runs = stream_frames(self.lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
+            runs = stream_frames(lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
             async with contextlib.aclosing(runs):
                 async for run in runs:
                     for frame in run:
@@ -69,8 +70,8 @@ class RawLedgerService:
                         sent += len(frame)
                         count += 1
             code, msg = grpc.StatusCode.OK, ""
-        except ENDINGS as exc:
-            code, msg = _status(exc)
+        except LiveSourceError as exc:
+            code, msg = status_of(exc), str(exc)
         finally:
             # A client that went away (CancelledError) passes through here too:
             # not a failure, no error metric.
@@ -78,18 +79,18 @@ class RawLedgerService:
             self.metrics.streams_active.dec()
             self.metrics.ledgers_sent.inc(count)
             self.metrics.bytes_sent.inc(sent)
-        self._end(code)
+        self.metrics.streams_ended.labels(code.name).inc()
         if code != grpc.StatusCode.OK:
             log.info("stream from %d ended after %d ledgers: %s %s", request.start_ledger, count, code.name, msg)
             await context.abort(code, msg)
 
-    async def get_ledger_range(self, request, context: grpc.aio.ServicerContext) -> bytes:
+    async def get_ledger_range(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
-            out = await ledger_range(self.lake, request.start_ledger, request.end_ledger, self.settings)
-        except ENDINGS as exc:
-            code, msg = _status(exc)
+            out = await ledger_range(self._lake(), request.start_ledger, request.end_ledger, self.settings)
+        except LiveSourceError as exc:
+            code = status_of(exc)
             self.metrics.range_calls.labels(code.name).inc()
-            await context.abort(code, msg)
+            await context.abort(code, str(exc))
         self.metrics.range_calls.labels("OK").inc()
         return out
 

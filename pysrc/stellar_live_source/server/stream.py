@@ -3,8 +3,7 @@ history, then at the tip as objects land, with a bounded read-ahead.
 
 Nothing here skips a ledger: a failed read is retried by the lake, a gap is
 waited on and then reported, a broken chain ends the stream. Each way a stream
-can end is a ``StreamError`` carrying the gRPC status that tells the client
-what to do.
+can end is an error of ``errors``, whose group tells the client what to do.
 """
 
 from __future__ import annotations
@@ -14,18 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
-
+from ..errors import BadRequest, ChainBroken, Draining, LedgerMissing, OutOfRange
 from ..lake.lake import Lake
 from ..lake.objects import LakeObject
-
-
-class StreamError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
 
 DRAINING = "the server is shutting down; resume from ledger {seq}"
 
@@ -44,29 +34,30 @@ async def _unless_stopped(aw, stop: asyncio.Event | None, seq: int):
             await asyncio.gather(task, return_exceptions=True)
     if task.done() and not task.cancelled():
         return task.result()
-    raise StreamError(grpc.StatusCode.UNAVAILABLE, DRAINING.format(seq=seq))
+    raise Draining(DRAINING.format(seq=seq))
 
 
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
-    buffer_size: int = 16
-    num_workers: int = 8
-    readahead_bytes: int = 64 << 20
-    missing_object_wait: float = 60.0
-    poll_interval: float = 1.0
-    verify: bool = True
-    range_max_ledgers: int = 100
-    range_max_bytes: int = 64 << 20
+    """What streams need of the configuration (built by ``parts``; defaults live there)."""
+
+    buffer_size: int
+    num_workers: int
+    readahead_bytes: int
+    missing_object_wait: float
+    poll_interval: float
+    verify: bool
+    range_max_ledgers: int
+    range_max_bytes: int
 
 
 def check_start(start: int, end: int = 0, end_name: str = "end_ledger") -> None:
     if start < 2:
-        raise StreamError(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        raise BadRequest(
             f"start_ledger must be 2 or more (the first ledger with meta is 2), got {start}",
         )
     if end and end < start:
-        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, f"{end_name} {end} is before start_ledger {start}")
+        raise BadRequest(f"{end_name} {end} is before start_ledger {start}")
 
 
 async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
@@ -82,8 +73,7 @@ async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
         oldest = await lake.oldest(refresh=True)  # the lake may have grown backwards since
         if oldest is not None and start < oldest:
             newest = await lake.newest()
-            raise StreamError(
-                grpc.StatusCode.OUT_OF_RANGE,
+            raise OutOfRange(
                 f"start_ledger {start} is below the oldest ledger in the lake; it holds {oldest}-{newest}",
             )
     return None
@@ -179,15 +169,12 @@ async def _object_holding(
         if now - gap_since >= s.missing_object_wait:
             key = lake.key(seq)
             if obj is None:
-                raise StreamError(
-                    grpc.StatusCode.NOT_FOUND, f"object {key} is missing while later ledgers exist (newest {newest})"
-                )
-            raise StreamError(
-                grpc.StatusCode.NOT_FOUND,
+                raise LedgerMissing(f"object {key} is missing while later ledgers exist (newest {newest})")
+            raise LedgerMissing(
                 f"ledger {seq} is missing from object {obj.key}, which holds {obj.start}-{obj.end}",
             )
         await _unless_stopped(asyncio.sleep(min(s.poll_interval, s.missing_object_wait)), stop, seq)
-        lake.cache.drop(file_start)
+        lake.forget(file_start)
         await lake.newest(refresh=True)
 
 
@@ -207,11 +194,10 @@ async def stream_frames(
     try:
         while not end or seq <= end:
             if stop is not None and stop.is_set():
-                raise StreamError(grpc.StatusCode.UNAVAILABLE, DRAINING.format(seq=seq))
+                raise Draining(DRAINING.format(seq=seq))
             obj = await _object_holding(lake, ahead, seq, s, stop)
             if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
-                raise StreamError(
-                    grpc.StatusCode.DATA_LOSS,
+                raise ChainBroken(
                     f"ledger {seq} in {obj.key} does not chain: its previousLedgerHash "
                     f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}",
                 )
@@ -251,9 +237,7 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> b
     at the first one missing, at ``range_max_ledgers``, or before passing
     ``range_max_bytes`` (always at least one). Never waits."""
     if not end or end <= start:
-        raise StreamError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"end_ledger {end} must be above start_ledger {start} (it is exclusive)"
-        )
+        raise BadRequest(f"end_ledger {end} must be above start_ledger {start} (it is exclusive)")
     check_start(start)
     newest = await lake.newest(refresh=True)
     if newest is None or start > newest:
@@ -266,9 +250,7 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> b
         if obj is None or not obj.holds(seq):
             break
         if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
-            raise StreamError(
-                grpc.StatusCode.DATA_LOSS, f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}"
-            )
+            raise ChainBroken(f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}")
         while seq <= obj.end and seq < end and len(frames) < s.range_max_ledgers:
             f = obj.frame(seq)
             if frames and total + len(f) > s.range_max_bytes:
