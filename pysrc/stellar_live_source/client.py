@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import grpc
@@ -55,7 +55,8 @@ class Client:
             if credentials
             else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
         )
-        self._stream = self.channel.unary_stream(
+        # Responses stay bytes: parse_raw_ledger reads them without a message object.
+        self._stream: grpc.aio.UnaryStreamMultiCallable[Any, bytes] = self.channel.unary_stream(
             api.STREAM_METHOD,
             request_serializer=api.StreamLedgersRequest.SerializeToString,
             response_deserializer=None,
@@ -82,7 +83,7 @@ class Client:
 
     async def stream(
         self, start: int, end: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
         """(sequence, LedgerCloseMeta XDR) from ``start`` to ``end`` inclusive (0: follow the tip forever)."""
         seq = start
         failures = 0  # tries in a row without a new ledger

@@ -9,6 +9,10 @@ included, matches the compiled module exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = ["parse_raw_ledger", "prefaulted_bytes", "raw_ledger_frame", "raw_ledger_frames"]
 
@@ -27,7 +31,7 @@ def _span(value: object, name: str) -> int:
     raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
 
-def _bytes_view(buf: object) -> memoryview:
+def _bytes_view(buf: Buffer) -> memoryview:
     """A flat unsigned-byte view of any C-contiguous buffer (what PyBUF_SIMPLE gives C)."""
     view = memoryview(buf)
     if not view.c_contiguous:
@@ -60,7 +64,7 @@ def _frame(sequence: int, data: memoryview, offset: int, length: int) -> bytes:
     return head + b"\x12" + _varint(length) + data[offset : offset + length]
 
 
-def raw_ledger_frame(sequence: int, buf: object, offset: int, length: int) -> bytes:
+def raw_ledger_frame(sequence: int, buf: Buffer, offset: int, length: int) -> bytes:
     """Wire bytes of RawLedger(sequence, buf[offset:offset+length])."""
     sequence = _sequence(sequence)
     offset = _span(offset, "offset")
@@ -70,7 +74,7 @@ def raw_ledger_frame(sequence: int, buf: object, offset: int, length: int) -> by
 
 
 def raw_ledger_frames(
-    buf: object, sequences: Sequence[int], offsets: Sequence[int], lengths: Sequence[int]
+    buf: Buffer, sequences: Sequence[int], offsets: Sequence[int], lengths: Sequence[int]
 ) -> list[bytes]:
     """``raw_ledger_frame`` for many ledgers of one buffer."""
     if not len(sequences) == len(offsets) == len(lengths):
@@ -104,7 +108,7 @@ def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
             raise _malformed("varint over 10 bytes", pos)
 
 
-def parse_raw_ledger(frame: object) -> tuple[int, bytes]:
+def parse_raw_ledger(frame: Buffer) -> tuple[int, bytes]:
     """``(sequence, ledger_close_meta_xdr)`` of RawLedger wire bytes.
 
     Fields may come in any order and repeat (the last wins); unknown fields of

@@ -37,6 +37,11 @@ class Layout:
     """How an exporter groups ledgers into files and files into partitions."""
 
     __slots__ = ("ledgers_per_file", "files_per_partition", "extension", "ledgers_per_partition")
+    # Set once in __init__ (read-only after, as the compiled Layout's properties).
+    ledgers_per_file: int
+    files_per_partition: int
+    extension: str
+    ledgers_per_partition: int
 
     def __init__(self, ledgers_per_file: int, files_per_partition: int, extension: str = ".xdr.zst") -> None:
         for name, value in (("ledgers_per_file", ledgers_per_file), ("files_per_partition", files_per_partition)):
@@ -107,7 +112,8 @@ class Layout:
         else:
             raise ValueError(f"bad datalake key {key!r} for {self!r}: no extension of {EXTENSIONS}")
         stem = name[: -len(ext)]
-        digits = _DIGITS.match(stem, 10).group() if stem[8:10] == "--" else ""
+        digits_at = _DIGITS.match(stem, 10) if stem[8:10] == "--" else None
+        digits = digits_at.group() if digits_at else ""
         if not 1 <= len(digits) <= 10 or int(digits) > _MAX:
             raise ValueError(f"bad datalake key {key!r} for {self!r}: malformed file name")
         start = int(digits)

@@ -308,8 +308,9 @@ class Lake:
                 return
             obj = await self.object(self.layout.parse_key(key)[0])
             if obj is not None:
-                grew = self._newest is None or obj.end > self._newest[1]
-                if grew or obj.end == self._newest[1]:  # a newer object, or the newest one rewritten
+                newest_end = None if self._newest is None else self._newest[1]
+                grew = newest_end is None or obj.end > newest_end
+                if grew or obj.end == newest_end:  # a newer object, or the newest one rewritten
                     self._newest = (key, obj.end)
                     self._tip = obj
                 if grew:
@@ -329,8 +330,12 @@ class Lake:
             self._oldest = await asyncio.shield(self._oldest_search)
         return self._oldest
 
+    async def oldest_key(self) -> str | None:
+        """The key of the oldest object: the lexicographically last of the layout's keys."""
+        return await self._last_key("")
+
     async def _find_oldest(self) -> int | None:
-        key = await self._last_key("")
+        key = await self.oldest_key()
         if key is None:
             return None
         # Read past the cache: only its bounds are wanted, and streams rarely start there.

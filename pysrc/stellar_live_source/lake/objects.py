@@ -40,7 +40,7 @@ class ObjectCache:
         self.cap = cap_bytes
         self.bytes = 0
         self._items: OrderedDict[int, LakeObject] = OrderedDict()
-        self._inflight: dict[int, asyncio.Future] = {}
+        self._inflight: dict[int, asyncio.Future[LakeObject | None]] = {}
         self.hits = self.misses = self.shared = 0
 
     def peek(self, file_start: int) -> LakeObject | None:
@@ -65,7 +65,12 @@ class ObjectCache:
         task = asyncio.ensure_future(self._fill(file_start, fetch, fut))
         return await asyncio.shield(task)
 
-    async def _fill(self, file_start: int, fetch, fut: asyncio.Future) -> LakeObject | None:
+    async def _fill(
+        self,
+        file_start: int,
+        fetch: Callable[[], Awaitable[LakeObject | None]],
+        fut: asyncio.Future[LakeObject | None],
+    ) -> LakeObject | None:
         try:
             obj = await fetch()
         except BaseException as exc:

@@ -32,7 +32,7 @@ _SLACK = 0.5
 # Keys per list request (the S3 and GCS maximum).
 _PAGE = 1000
 # preadv2's flag to fail with EAGAIN rather than wait for the disk (Linux 4.14+).
-_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
 
 
 def _root(prefix: str) -> str:
@@ -157,7 +157,7 @@ class FolderStorage(Storage):
 
     def _get_now(self, key: str) -> bytes | None:
         """The object if it is a small file wholly in the page cache, else None."""
-        if not self.inline:
+        if not self.inline or _RWF_NOWAIT is None:  # (inline is False without RWF_NOWAIT)
             return None
         path = self._path(key)
         began = time.perf_counter()

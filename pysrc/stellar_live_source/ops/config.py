@@ -21,16 +21,18 @@ import functools
 import os
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 from environs import Env, EnvError, EnvValidationError
 
 from ..core.decode import UNKNOWN_ARMS
 from ..errors import ConfigError
+
+_T = TypeVar("_T")
 
 STORAGE_TYPES = ("FS", "S3", "GCS")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -150,7 +152,8 @@ class Config:
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
 
-SECTIONS = {f.name: f.type for f in fields(Config) if f.name != "explicit"}
+# section name -> its dataclass (each a different one: type[Any] to the type checker)
+SECTIONS = {f.name: cast("type[Any]", f.type) for f in fields(Config) if f.name != "explicit"}
 SETTINGS: tuple[Setting, ...] = tuple(
     replace(f.metadata["setting"], section=name, key=f.name) for name, cls in SECTIONS.items() for f in fields(cls)
 )
@@ -176,7 +179,7 @@ def parse_size(text: str) -> int:
     """Bytes, plain or with a unit: B, KB, MB, GB, KiB, MiB, GiB (any case)."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text.strip())
     factor = _SIZE_BY_LOWER.get(m[2].lower()) if m else None
-    if factor is None:
+    if m is None or factor is None:
         raise ValueError("not a size (write bytes, or e.g. 64KiB, 256MiB, 1GB)")
     n = Decimal(m[1]) * factor
     if n != n.to_integral_value():
@@ -231,8 +234,8 @@ class _MappingEnv(Env):
         return self._mapping.get(env_key, default)
 
 
-def _for_environs(parse):
-    def parser(text: str):
+def _for_environs(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    def parser(text: str) -> _T:
         try:
             return parse(text)
         except ValueError as e:  # environs collects only its own errors
@@ -263,7 +266,7 @@ def load(environ: Mapping[str, str] | None = None, *, config_file: str | None = 
         env.seal()
         errors: Mapping[str, list[str]] = {}
     except EnvValidationError as e:
-        errors = e.error_messages
+        errors = cast("Mapping[str, list[str]]", e.error_messages)  # seal() reports them by variable
     values: dict[str, Any] = {}
     for s in SETTINGS:
         label = origin.get(s.env, f"{s.env}={raw[s.env]!r}")
@@ -349,7 +352,8 @@ def _normal(s: Setting, text: str) -> Any:
     """Comparable form of an alias's value: ``PORT=50052`` agrees with ``SERVER_PORT= 50052``."""
     text = text.strip()
     try:
-        return {"int": int, "choice": str.lower}.get(s.kind, str)(text)
+        normalizers: dict[str, Callable[[str], Any]] = {"int": int, "choice": str.lower}
+        return normalizers.get(s.kind, str)(text)
     except ValueError:
         return text
 

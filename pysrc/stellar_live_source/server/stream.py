@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import BadRequest, ChainBroken, Draining, LedgerMissing, OutOfRange
 from ..lake.lake import Lake
 from ..lake.objects import LakeObject
 
 DRAINING = "the server is shutting down; resume from ledger {seq}"
+_T = TypeVar("_T")
 
 
-async def _unless_stopped(aw, stop: asyncio.Event | None, seq: int):
+async def _unless_stopped(aw: Awaitable[_T], stop: asyncio.Event | None, seq: int) -> _T:
     """Await ``aw``, but end the stream with UNAVAILABLE as soon as ``stop`` is set."""
     if stop is None:
         return await aw
@@ -180,7 +182,7 @@ async def _object_holding(
 
 async def stream_frames(
     lake: Lake, start: int, end: int, s: StreamSettings, stop: asyncio.Event | None = None
-) -> AsyncIterator[list[bytes]]:
+) -> AsyncGenerator[list[bytes], None]:
     """RawLedger frames from ``start`` to ``end`` inclusive (0: forever), in
     runs: the frames an object holds for the stream, handed over whole so that
     no generator step is spent per ledger. Setting ``stop`` (the server
@@ -224,7 +226,7 @@ def _varint(n: int) -> bytes:
 
 def range_response(frames: list[bytes], latest: int) -> bytes:
     """GetLedgerRangeResponse wire bytes around ready RawLedger frames."""
-    parts = []
+    parts: list[bytes] = []
     for f in frames:
         parts += (b"\x0a", _varint(len(f)), f)
     if latest:

@@ -80,7 +80,8 @@ def write_lake(
     cctx = zstandard.ZstdCompressor(level=level, write_content_size=content_size)
     keys: list[str] = []
     batch: list[bytes] = []
-    first = expect = None
+    first = 0  # the batch's first ledger, while it holds any
+    expect: int | None = None
 
     def flush() -> None:
         key = layout.object_key(first)

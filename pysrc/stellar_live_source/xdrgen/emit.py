@@ -112,7 +112,7 @@ class Python:
 
 
 class Emitter:
-    def __init__(self, plan: Plan, dialect: type):
+    def __init__(self, plan: Plan, dialect: type[Cython] | type[Python]):
         self.plan = plan
         self.d = dialect
 
@@ -164,9 +164,9 @@ class Emitter:
                 size, plan.decl_checks(dcl, 0) if len(self._flat_checks(dcl)) <= _UNROLL else [], tid, ind
             ) + (self._checked_fixed_loop(dcl, tid, ind) if len(self._flat_checks(dcl)) > _UNROLL else [])
         if dcl.kind == "plain":
-            return [ind + line for line in d.call(dcl.type)]
+            return [ind + line for line in d.call(dcl.type_name)]
         if dcl.kind == "fixed":
-            return [f"{ind}for i in range({dcl.bound}):"] + [ind + "    " + line for line in d.call(dcl.type)]
+            return [f"{ind}for i in range({dcl.bound}):"] + [ind + "    " + line for line in d.call(dcl.type_name)]
         if dcl.kind == "optional":
             return [
                 f"{ind}if n - p < 4: {d.fail(E_TRUNCATED, tid, 'p')}",
@@ -174,7 +174,7 @@ class Emitter:
                 f"{ind}if d > 1: {d.fail(E_BOOL, tid, 'p')}",
                 f"{ind}p += 4",
                 f"{ind}if d:",
-            ] + [ind + "    " + line for line in d.call(dcl.type)]
+            ] + [ind + "    " + line for line in d.call(dcl.type_name)]
         # var arrays and var opaques start with a count
         out = [
             f"{ind}if n - p < 4: {d.fail(E_TRUNCATED, tid, 'p')}",
@@ -192,10 +192,10 @@ class Emitter:
             ]
         assert dcl.kind == "var"
         out.append(f"{ind}p += 4")
-        esize = plan.static_size(dcl.type)  # type: ignore[arg-type]
+        esize = plan.static_size(dcl.type_name)
         if esize is not None:
             out.append(f"{ind}if {d.bigger('c', esize, 'n - p')}: {d.fail(E_TRUNCATED, tid, 'p')}")
-            checks = plan.checks(dcl.type)  # type: ignore[arg-type]
+            checks = plan.checks(dcl.type_name)
             if checks:
                 out.append(f"{ind}for i in range(c):")
                 out += self.checks(checks, "p", tid, ind + "    ")
@@ -205,9 +205,9 @@ class Emitter:
             return out
         # Every element takes at least min_size bytes: a count that cannot fit
         # is refused before the loop, so garbage never spins.
-        out.append(f"{ind}if {d.bigger('c', plan.min_size(dcl.type), 'n - p')}: {d.fail(E_TRUNCATED, tid, 'p')}")  # type: ignore[arg-type]
+        out.append(f"{ind}if {d.bigger('c', plan.min_size(dcl.type_name), 'n - p')}: {d.fail(E_TRUNCATED, tid, 'p')}")
         out.append(f"{ind}for i in range(c):")
-        out += [ind + "    " + line for line in d.call(dcl.type)]
+        out += [ind + "    " + line for line in d.call(dcl.type_name)]
         return out
 
     def _flat_checks(self, dcl: Decl) -> list[Check]:

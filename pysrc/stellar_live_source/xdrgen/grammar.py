@@ -43,6 +43,13 @@ class Decl:
     bound: int | None = None  # n of fixed forms, max of var forms (None: 2**32-1)
     name: str | None = None
 
+    @property
+    def type_name(self) -> str:
+        """``type``, of the forms that have one (all but opaque and void)."""
+        if self.type is None:
+            raise ValueError(f"a {self.kind} declaration has no type")
+        return self.type
+
 
 @dataclass
 class Enum:
@@ -387,7 +394,8 @@ def load_stellar_sdk() -> Grammar:
                 continue
             g.types[name] = t
             g.class_names[name] = cls_name
-            g.constants.update(t.values)  # type: ignore[union-attr]
+            assert isinstance(t, Enum)
+            g.constants.update(t.values)
         if len(pending) == len(enums):
             raise SyntaxError(f"enums that never resolve: {[c for c, _ in pending]}")
         enums = pending

@@ -73,10 +73,11 @@ class Plan:
             size = self.decl_static(t.decl)
         elif isinstance(t, Struct):
             sizes = [self.decl_static(d) for d in t.fields]
-            size = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+            known = [s for s in sizes if s is not None]
+            size = sum(known) if len(known) == len(sizes) else None
         else:
             arms = [self.decl_static(d) for _, d in self._arms(t)]
-            size = 4 + arms[0] if arms and None not in arms and len(set(arms)) == 1 else None  # type: ignore[operator]
+            size = 4 + arms[0] if arms and arms[0] is not None and len(set(arms)) == 1 else None
         self._static[name] = size
         return size
 
@@ -86,9 +87,9 @@ class Plan:
         if d.kind == "opaque":
             return pad4(d.bound or 0)
         if d.kind == "plain":
-            return self.static_size(d.type)  # type: ignore[arg-type]
+            return self.static_size(d.type_name)
         if d.kind == "fixed":
-            s = self.static_size(d.type)  # type: ignore[arg-type]
+            s = self.static_size(d.type_name)
             return None if s is None else s * (d.bound or 0)
         return None
 
@@ -116,9 +117,9 @@ class Plan:
         if d.kind == "opaque":
             return pad4(d.bound or 0)
         if d.kind == "plain":
-            return self.min_size(d.type)  # type: ignore[arg-type]
+            return self.min_size(d.type_name)
         if d.kind == "fixed":
-            return self.min_size(d.type) * (d.bound or 0)  # type: ignore[arg-type]
+            return self.min_size(d.type_name) * (d.bound or 0)
         return 4  # var forms and optionals: a count or flag
 
     @staticmethod
@@ -142,7 +143,9 @@ class Plan:
             out: list[Check] = []
             for d in t.fields:
                 out += self.decl_checks(d, offset)
-                offset += self.decl_static(d)  # type: ignore[operator]
+                size = self.decl_static(d)
+                assert size is not None, f"a field of static {name} varies in size"
+                offset += size
             return out
         assert isinstance(t, Union)
         if t.default is not None:  # a default arm accepts every discriminant
@@ -157,12 +160,13 @@ class Plan:
             n = d.bound or 0
             return [Check("zero", offset + n, size=pad4(n) - n, type_name="opaque")] if n % 4 else []
         if d.kind == "plain":
-            return self.checks(d.type, offset)  # type: ignore[arg-type]
+            return self.checks(d.type_name, offset)
         assert d.kind == "fixed"
-        size = self.static_size(d.type)  # type: ignore[arg-type]
+        size = self.static_size(d.type_name)
+        assert size is not None, f"a static value holds {d.type_name}[], which varies in size"
         out = []
         for i in range(d.bound or 0):
-            out += self.checks(d.type, offset + i * size)  # type: ignore[arg-type,operator]
+            out += self.checks(d.type_name, offset + i * size)
         return out
 
     def class_name(self, name: str) -> str:
