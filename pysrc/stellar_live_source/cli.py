@@ -307,10 +307,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(str(exc)) from None
         return int(args.func(args))
     except ConfigError as exc:
-        n = len(exc.problems)
-        _say(command, f"invalid configuration ({n} problem{'s' if n != 1 else ''}):")
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) == 1:
+            _say(command, f"invalid configuration: {exc.problems[0]}")
+        else:  # every problem at once, one per line
+            _say(command, f"invalid configuration ({len(exc.problems)} problems):")
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
         return outcome(exc).exit_code
     except LiveSourceError as exc:
         _say(command, str(exc))

@@ -10,17 +10,36 @@ seconds).
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..ops.readiness import Readiness
 
 # An idle keep-alive connection is closed after this long: probes reconnect cheaply.
 KEEPALIVE_SECONDS = 15.0
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse at ERROR with a traceback:
+    a client could flood the logs. Such a client gets its 400; the log a
+    debug line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, http_exceptions.HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args, record.exc_info, record.exc_text = "bad request: %s", (exc.message,), None, None
+            return log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+log = logging.getLogger("stellar_live_source.http")
+log.addFilter(_QuietBadRequests())
 
 
 def health_app(report: Callable[[], dict[str, Any]], readiness: Readiness) -> web.Application:
@@ -60,7 +79,7 @@ class Listener:
     """One aiohttp application on one port (0: any free port)."""
 
     def __init__(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS, logger=log)
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
