@@ -38,7 +38,7 @@ async def test_the_oldest_object_is_found_by_search_not_scan(tmp_path, lpf, fpp)
         lake = Lake(storage, layout, lake_settings())
         try:
             calls = storage.stats.get("list", 0)
-            assert await lake._last_key("") == layout.object_key(starts[0])
+            assert await lake.oldest_key() == layout.object_key(starts[0])
             # at most 13 rounds of 8 probes per level (partition, file), whatever the lake holds
             assert storage.stats["list"] - calls <= 2 * (2 + 13 * 8)
         finally:
@@ -49,8 +49,39 @@ async def test_an_empty_lake_has_no_ends(tmp_path):
     (tmp_path / ".config.json").write_text("{}")
     lake = Lake(storage_for("FS", bucket=str(tmp_path)), Layout(64, 10), lake_settings())
     try:
-        assert await lake._last_key("") is None
+        assert await lake.oldest_key() is None
         assert await lake.oldest() is None and await lake.newest() is None
+    finally:
+        await lake.close()
+
+
+@needs_testdata
+@pytest.mark.parametrize("lpf,fpp", [(8, 3), (1, 64000)])
+async def test_keys_that_are_not_the_layouts_are_stepped_over(tmp_path, lpf, fpp):
+    """A README at the root, editor and OS litter, stray uploads inside a
+    partition, a partition-shaped folder with no objects, more litter before
+    the newest key than one listing returns: newest and oldest are still the
+    lake's, for the service's start-up and for `latest`/`oldest`."""
+    source = list(ledgers_of([LEDGERS / "testnet" / "lighthorizon_1410048-1410367" / "1410048.xdr"], MAX))
+    first, count = 1000, 40
+    write_lake(tmp_path, renumber(source, first, count), ledgers_per_file=lpf, files_per_partition=fpp)
+    layout = Layout(lpf, fpp)
+    junk = ["readme.txt", ".DS_Store", "zzz/notes.txt", "0000/notes", "00000000-readme.txt"]
+    junk += [f".a{i:02}" for i in range(20)]  # sort before every key: more than one listing's worth
+    newest_key, oldest_key = layout.object_key(first + count - 1), layout.object_key(first)
+    for key in (newest_key, oldest_key):
+        folder = key.rpartition("/")[0]
+        junk += [f"{folder}/notes.txt", f"{folder}/{Layout(64, 1).object_key(64)}", f"{key}.tmp"]
+    if fpp > 1:  # a partition folder of an older range holding no object of the layout
+        junk += [f"{layout.partition_dir(0)}/notes.txt", f"{layout.partition_dir(0)}/{layout.file_name(0)}.part"]
+    for key in junk:
+        path = tmp_path / key.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not a ledger")
+    lake = await Lake.open(storage_for("FS", bucket=str(tmp_path)), lake_settings())
+    try:
+        assert (await lake.newest(), await lake.oldest()) == (first + count - 1, first)
+        assert await lake.oldest_key() == oldest_key
     finally:
         await lake.close()
 
@@ -78,6 +109,7 @@ async def test_small_objects_decode_on_the_loop_and_large_ones_in_nicer_threads(
         lake = await Lake.open(storage_for("FS", bucket=str(tmp_path / name)), lake_settings())
         try:
             obj = await lake.object(0)
+            assert obj is not None
             assert (obj.start, obj.end) == ((2, 63) if name == "small" else (2, 7))
         finally:
             await lake.close()

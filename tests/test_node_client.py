@@ -18,14 +18,27 @@ from .service_support import SHARED_LAKE, collect, env_for, index_by_seq, runnin
 NODE = shutil.which("node")
 NODE_DIR = Path(__file__).parent / "node"
 
-pytestmark = [
-    needs_testdata,
-    pytest.mark.skipif(NODE is None, reason="node is not on PATH (the Node.js client test needs Node.js >= 18)"),
-    pytest.mark.skipif(
-        not (NODE_DIR / "node_modules").is_dir(),
-        reason="tests/node/node_modules is missing: run `npm ci --prefix tests/node` first (CI does)",
-    ),
-]
+pytestmark = needs_testdata
+
+
+def node_binary() -> str:
+    """Node.js, with the client's modules installed: without either the test
+    fails (`make test` installs the modules; CI installs Node.js too)."""
+    if NODE is None:
+        pytest.fail("node is not on PATH: install Node.js >= 18 (and npm) to run the Node.js client test")
+    if not (NODE_DIR / "node_modules").is_dir():
+        pytest.fail(
+            "tests/node/node_modules is missing: run `make test` (it runs"
+            " `npm ci --prefix tests/node`), or that npm command yourself"
+        )
+    return NODE
+
+
+@pytest.fixture(autouse=True)
+def node_installed() -> None:
+    """Checked before the server starts."""
+    node_binary()
+
 
 FIRST, LAST = 1410048, 1410367
 
@@ -34,7 +47,7 @@ async def node(*args: object, timeout: float = 60) -> tuple[int, list[str], str]
     """Run stream.js; (exit code, stdout lines, stderr). Async so the
     in-process server keeps serving while Node talks to it."""
     proc = await asyncio.create_subprocess_exec(
-        NODE,
+        node_binary(),
         str(NODE_DIR / "stream.js"),
         *map(str, args),
         stdout=asyncio.subprocess.PIPE,
@@ -46,7 +59,7 @@ async def node(*args: object, timeout: float = 60) -> tuple[int, list[str], str]
         proc.kill()
         await proc.wait()
         raise
-    return proc.returncode, out.decode().splitlines(), err.decode()
+    return await proc.wait(), out.decode().splitlines(), err.decode()
 
 
 def lines(ledgers: list[tuple[int, bytes]]) -> list[str]:
@@ -70,7 +83,7 @@ async def test_node_get_ledger_range_matches_python():
     async with running_app(env_for(SHARED_LAKE)) as (_, addr):
         rc, got, err = await node(addr, "range", FIRST, FIRST + 50)
         async with Client(addr) as client:
-            ledgers, latest = await client.ledger_range(FIRST, FIRST + 50)
+            ledgers, latest = await client.ledger_range(FIRST, FIRST + 50, timeout=30)
     assert rc == 0, err
     assert len(ledgers) == 50
     assert got == lines(ledgers) + [f"LATEST {latest}"]

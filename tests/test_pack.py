@@ -52,6 +52,7 @@ def test_pack_real_ledgers_into_a_lake(tmp_path, lpf, fpp, ext):
     seqs, payloads = [], []
     for key in keys:
         decoded = decode.decode_object((tmp_path / key).read_bytes(), max_size=MAX)
+        assert decoded.start is not None  # a batch
         assert layout.object_key(decoded.start) == key
         seqs += [led.seq for led in decoded.ledgers]
         payloads += [bytes(decoded.xdr(i)) for i in range(len(decoded.ledgers))]
@@ -69,6 +70,7 @@ def test_the_first_object_of_a_lake_holds_2_to_63(tmp_path):
 
 @pytest.mark.skipif(LARGE is None, reason="the large v25 ledgers are not in the test data")
 def test_renumbered_large_ledgers_chain_and_verify(tmp_path):
+    assert LARGE is not None  # (skipped otherwise)
     keys = pack.write_lake(tmp_path, pack.renumber(pack.ledgers_of([LARGE], MAX), 5000, 40), ledgers_per_file=8)
     prev = None
     for key in keys:

@@ -61,6 +61,7 @@ def copy_lake(tmp_path, keep=None):
 async def test_streams_every_ledger_byte_identical_in_order():
     index = index_by_seq()
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        assert app.lake is not None  # started
         got = await collect(addr, FIRST, LAST)
         assert [s for s, _ in got] == list(range(FIRST, LAST + 1))
         for seq, xdr in got:
@@ -102,7 +103,7 @@ async def test_get_ledger_range_pages_and_never_waits():
         async with Client(addr) as client:
             seq, seen, pages = FIRST, [], 0
             while seq <= LAST:
-                ledgers, latest = await client.ledger_range(seq, LAST + 1)
+                ledgers, latest = await client.ledger_range(seq, LAST + 1, timeout=30)
                 assert latest == LAST and 0 < len(ledgers) <= 100
                 seen += ledgers
                 seq = ledgers[-1][0] + 1
@@ -110,24 +111,24 @@ async def test_get_ledger_range_pages_and_never_waits():
             assert pages == 4
             assert [s for s, _ in seen] == list(range(FIRST, LAST + 1))
             assert all(sha(x) == index[s]["sha256"] for s, x in seen)
-            assert await client.ledger_range(LAST + 5, LAST + 10) == ([], LAST)
+            assert await client.ledger_range(LAST + 5, LAST + 10, timeout=30) == ([], LAST)
             for start, end in ((0, 5), (FIRST, FIRST), (FIRST, 0), (1, 4)):
                 with pytest.raises(grpc.aio.AioRpcError) as exc:
-                    await client.ledger_range(start, end)
+                    await client.ledger_range(start, end, timeout=30)
                 assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.aio.AioRpcError) as exc:
-                await client.ledger_range(100, 200)
+                await client.ledger_range(100, 200, timeout=30)
             assert exc.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
 
 async def test_get_ledger_range_byte_cap_keeps_at_least_one_ledger():
     async with running_app(env_for(SHARED_LAKE, RANGE_MAX_BYTES=1)) as (_, addr):
         async with Client(addr) as client:
-            ledgers, _ = await client.ledger_range(FIRST, FIRST + 50)
+            ledgers, _ = await client.ledger_range(FIRST, FIRST + 50, timeout=30)
             assert [s for s, _ in ledgers] == [FIRST]
     async with running_app(env_for(SHARED_LAKE, RANGE_MAX_BYTES="20KB")) as (_, addr):
         async with Client(addr) as client:
-            ledgers, _ = await client.ledger_range(FIRST, FIRST + 50)
+            ledgers, _ = await client.ledger_range(FIRST, FIRST + 50, timeout=30)
             assert 1 < len(ledgers) < 50 and sum(len(x) for _, x in ledgers) <= 20_000
 
 
@@ -147,7 +148,7 @@ async def test_live_tail_delivers_objects_as_they_land(tmp_path):
 
         writer = asyncio.create_task(write_later())
         got = await collect(addr, FIRST, LAST, timeout=30)
-        await writer
+        await asyncio.wait_for(writer, 30)
         assert [s for s, _ in got] == list(range(FIRST, LAST + 1))
 
 
@@ -169,6 +170,7 @@ async def test_a_corrupt_object_is_data_loss_naming_key_and_offset(tmp_path):
     raw[5000] ^= 0xFF
     victim.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
     async with running_app(env_for(lake)) as (app, addr):
+        assert app.lake is not None  # started
         reads = count_gets(app.lake.storage)
         code, details, n = await status_of(addr, FIRST, 0)
         assert code == grpc.StatusCode.DATA_LOSS
@@ -201,6 +203,8 @@ async def test_cancelled_streams_are_not_failures_and_leave_nothing_behind():
 
 async def test_draining_ends_streams_with_unavailable():
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        lake = app.lake
+        assert lake is not None  # started
         async with Client(addr, max_retries=0) as client:
             received = []
 
@@ -210,7 +214,7 @@ async def test_draining_ends_streams_with_unavailable():
 
             task = asyncio.create_task(consume())
             await until(lambda: len(received) == 3, 10, "three ledgers")
-            await until(lambda: app.lake.waiters == 1, 10, "the stream waiting at the tip")
+            await until(lambda: lake.waiters == 1, 10, "the stream waiting at the tip")
             app.service.draining.set()
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await asyncio.wait_for(task, 10)
@@ -220,6 +224,7 @@ async def test_draining_ends_streams_with_unavailable():
 
 async def test_fan_out_fetches_each_object_once():
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        assert app.lake is not None  # started
         results = await asyncio.gather(*(collect(addr, FIRST, LAST) for _ in range(8)))
         assert all(len(r) == LAST - FIRST + 1 for r in results)
         assert app.lake.fetches == 5 + 1  # as above: each object once, and the oldest's lookup at start
@@ -253,6 +258,7 @@ def test_sigterm_drains_the_live_streams_of_client_processes_then_exits_0():
                 if client.poll() is None:
                     client.kill()
                     client.communicate()
+        assert srv.proc.stdout is not None  # (piped)
         assert "signal received: draining" in srv.proc.stdout.read()
     out = subprocess.run(
         [sys.executable, "-m", "stellar_live_source.cli", "latest"],
@@ -271,6 +277,7 @@ async def test_the_manifest_decides_the_layout_and_contradictions_fail_naming_bo
     lake = LEDGERS / "testnet" / "datastore_testbucket_997-999"  # 1 ledger per file, 64000 per partition
     index = index_by_seq()
     async with running_app(env_for(lake)) as (app, addr):
+        assert app.lake is not None  # started
         got = await collect(addr, 997, 999)
         assert [sha(x) for _, x in got] == [index[s]["sha256"] for s in (997, 998, 999)]
         assert (app.lake.layout.ledgers_per_file, app.lake.layout.files_per_partition) == (1, 64000)
@@ -281,10 +288,12 @@ async def test_the_manifest_decides_the_layout_and_contradictions_fail_naming_bo
 
 async def test_read_ahead_stops_at_the_end_ledger():
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
-        started = app.lake.fetches  # the newest object (the tip) and the oldest (its first ledger)
+        lake = app.lake
+        assert lake is not None  # started
+        started = lake.fetches  # the newest object (the tip) and the oldest (its first ledger)
         await collect(addr, FIRST, FIRST + 10)
-        await until(lambda: app.lake.cache.inflight == 0, 10, "every read started has landed")
-        assert (started, app.lake.fetches - started) == (2, 1)  # the stream's one object; nothing past the end
+        await until(lambda: lake.cache.inflight == 0, 10, "every read started has landed")
+        assert (started, lake.fetches - started) == (2, 1)  # the stream's one object; nothing past the end
 
 
 async def test_objects_larger_than_the_cache_are_read_once_per_stream():
@@ -293,6 +302,7 @@ async def test_objects_larger_than_the_cache_are_read_once_per_stream():
     start to learn the tip, is the one a stream at the tip sends from: none is
     read a second time."""
     async with running_app(env_for(SHARED_LAKE, CACHE_BYTES="64KiB")) as (app, addr):
+        assert app.lake is not None  # started
         reads = count_gets(app.lake.storage)
         keys = [LAYOUT.object_key(s) for s in range(FIRST // 64 * 64, LAST + 1, 64)]
         got = await collect(addr, LAST - 3, LAST)  # a stream that starts in the newest object
@@ -312,7 +322,9 @@ async def test_read_ahead_counts_fetches_still_running_against_its_byte_budget(b
 
     lake = await Lake.open(storage_for("FS", bucket=str(SHARED_LAKE)), lake_settings(cache_bytes=1))
     try:
-        size = (await lake.object(FIRST)).nbytes  # the five objects are about the same size
+        obj = await lake.object(FIRST)
+        assert obj is not None
+        size = obj.nbytes  # the five objects are about the same size
         await lake.newest()  # read once, before counting
         before = lake.fetches
         s = stream_settings(buffer_size=16, num_workers=8, readahead_bytes=budget_objects * size)

@@ -108,6 +108,7 @@ async def test_one_request_in_five_failing_every_stream_delivers_every_ledger_on
     # The server starts healthy (its start-up reads are not retried: one failed request there
     # stops `serve`), then storage turns flaky before any stream: every object is read under faults.
     async with running_app(s3_env(proxy.url, fault_bucket, RETRY_BACKOFF="20ms")) as (app, addr):
+        assert app.lake is not None  # started
         proxy.configure(**knobs, **TRANSIENT)
         before = dict(proxy.counts)
         results = await asyncio.gather(*(stream_once(addr, a, b) for a, b in FLAKY_SPANS))
@@ -137,7 +138,7 @@ async def test_one_request_in_five_failing_a_client_waiting_at_the_tip_gets_new_
         task = asyncio.create_task(stream_once(addr, FIRST + 8, FIRST + 11, timeout=30))
         await asyncio.sleep(0.5)
         await asyncio.to_thread(_put_s3, moto_server, bucket, fault_lake, keys[8:12])
-        got, code, details = await task
+        got, code, details = await asyncio.wait_for(task, 60)
         assert code == grpc.StatusCode.OK, f"{code.name}: {details}"
         assert [s for s, _ in got] == list(range(FIRST + 8, FIRST + 12))
 
@@ -149,7 +150,7 @@ async def test_one_request_in_five_failing_get_ledger_range_answers_every_page(p
         async with Client(addr) as client:
             seen, seq = [], FIRST
             while seq <= FIRST + 63:
-                ledgers, latest = await client.ledger_range(seq, FIRST + 64)
+                ledgers, latest = await client.ledger_range(seq, FIRST + 64, timeout=30)
                 assert latest == LAST
                 seen += ledgers
                 seq = ledgers[-1][0] + 1
@@ -171,7 +172,7 @@ def _put_s3(endpoint: str, bucket: str, folder, keys: list[str]) -> None:
 
 # -- storage down longer than the retry budget ----------------------------------------------------------
 
-OUTAGE = {"RETRY_ATTEMPTS": 2, "RETRY_BACKOFF": "50ms", "BUFFER_SIZE": 4}
+OUTAGE = {"RETRY_ATTEMPTS": "2", "RETRY_BACKOFF": "50ms", "BUFFER_SIZE": "4"}
 
 
 async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_resuming_misses_nothing(
@@ -234,8 +235,13 @@ async def test_the_client_resumes_by_itself_across_an_outage_and_misses_nothing(
 
 
 def _threads() -> list[str]:
-    """Live threads of this process, less moto's one-per-request server threads."""
-    return sorted(t.name for t in threading.enumerate() if "process_request_thread" not in t.name)
+    """Live threads of this process, less moto's one-per-request server threads and the
+    threads of the lake's pools (started on demand, they stay; bounded by their sizes)."""
+    return sorted(
+        t.name
+        for t in threading.enumerate()
+        if "process_request_thread" not in t.name and not t.name.startswith(("lake-", "decode"))
+    )
 
 
 def _live_read_aheads() -> list[ReadAhead]:
@@ -256,9 +262,9 @@ async def _settled(app, baseline_tasks: int, baseline_threads: int, timeout: flo
         left = _leftovers(
             {
                 "active streams": app.service.active,
-                "waiters at the tip": lake._waiters,
-                "tip watcher running": lake._watcher is not None and not lake._watcher.done(),
-                "fetches in flight": len(lake.cache._inflight),
+                "waiters at the tip": lake.waiters,
+                "tip watcher running": lake.watching,
+                "fetches in flight": lake.cache.inflight,
                 "tasks": len(asyncio.all_tasks()) - baseline_tasks,
                 "threads": len(_threads()) - baseline_threads,
             }
@@ -285,6 +291,8 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
     stream, waiter, watcher, read, read-ahead, task or thread more."""
     env = s3_env(proxy.url, fault_bucket, BUFFER_SIZE=3, NUM_WORKERS=3, STORAGE_POOL_SIZE=8)
     async with running_app(env) as (app, addr):
+        lake = app.lake
+        assert lake is not None  # started
         proxy.configure(delay=0.25)
         inflight_at_close: list[int] = []  # storage reads still running as each client went
 
@@ -296,7 +304,7 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
                     for _ in range(n):
                         await agen.__anext__()
                     await agen.aclose()
-                    inflight_at_close.append(len(app.lake.cache._inflight))
+                    inflight_at_close.append(lake.cache.inflight)
 
                 async def wait_at_tip_then_go() -> None:
                     agen = client.stream(LAST - 1, 0)
@@ -316,20 +324,16 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
             running = await one_round(r)
             assert not running, f"round {r}: read-aheads of closed streams still read objects {running}"
             if r == 0:
-                # Every pool at its full size (threads start on demand and stay), then idle.
-                await asyncio.gather(*(app.lake.storage.list("", limit=1) for _ in range(16)))
-                loop = asyncio.get_running_loop()
-                await asyncio.gather(*(loop.run_in_executor(app.lake._decoder, time.sleep, 0.05) for _ in range(4)))
                 await _settled(app, 10**6, 10**6)
                 base_tasks, base_threads, warm_threads = len(asyncio.all_tasks()), len(_threads()), _threads()
                 continue
             left = await _settled(app, base_tasks, base_threads)
             assert not left, f"round {r} left behind {left}; threads {_threads()}, after warm-up {warm_threads}"
         assert max(inflight_at_close) > 0, "no client left while the server was reading: the test proved nothing"
-        assert app.lake.cache.bytes <= app.lake.cache.cap
+        assert lake.cache.bytes <= lake.cache.cap
         assert _live_read_aheads() == []  # not even idle ones: every stream's read-ahead is gone
         assert set(ended(app)) <= {"OK"}  # cancels are no failures
-        assert len(app.lake.storage._pool._threads) <= 8
+        assert lake.storage.threads <= 8  # pool threads are counted apart: they stay, bounded
 
 
 # -- the live tail on S3 and GCS, through the real server process -------------------------------------------------

@@ -137,10 +137,10 @@ def test_the_real_process_streams_every_run_byte_identical_and_knows_the_ends(ca
                 assert code == grpc.StatusCode.OK, f"{first}-{last}: {code.name} {details}"  # never resumed
                 check_run(ledgers, first, last, index)
             async with Client(addr) as client:
-                ledgers, latest = await client.ledger_range(1410300, NEWEST + 1)
+                ledgers, latest = await client.ledger_range(1410300, NEWEST + 1, timeout=30)
                 check_run(ledgers, 1410300, NEWEST, index)
                 assert latest == NEWEST
-                assert await client.ledger_range(NEWEST + 1, NEWEST + 10) == ([], NEWEST)
+                assert await client.ledger_range(NEWEST + 1, NEWEST + 10, timeout=30) == ([], NEWEST)
             if case.storage == "FS":
                 # Below the oldest ledger: the status names the lake's ends. (On S3 and GCS the
                 # `oldest` process runs the same search; one more costs seconds on the emulators.)

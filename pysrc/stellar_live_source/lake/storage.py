@@ -12,9 +12,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import errno
+import itertools
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,8 @@ _SLACK = 0.5
 _PAGE = 1000
 # preadv2's flag to fail with EAGAIN rather than wait for the disk (Linux 4.14+).
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
+# Names each storage's pool threads apart (threads are counted by name).
+_instances = itertools.count(1)
 
 
 def _root(prefix: str) -> str:
@@ -48,8 +52,14 @@ class Storage(abc.ABC):
         self.description = description
         self.timeout = timeout
         self.stats: dict[str, int] = {"get": 0, "get_bytes": 0, "get_inline": 0, "list": 0, "errors": 0, "not_found": 0}
-        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"lake-{self.kind.lower()}")
+        self._thread_name = f"lake-{self.kind.lower()}-{next(_instances)}"
+        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=self._thread_name)
         self._closed = False
+
+    @property
+    def threads(self) -> int:
+        """Threads the pool has started (started on demand, they stay; at most pool_size)."""
+        return sum(1 for t in threading.enumerate() if t.name.startswith(self._thread_name + "_"))
 
     # The blocking halves, run in the pool. They raise only the errors above.
     @abc.abstractmethod
