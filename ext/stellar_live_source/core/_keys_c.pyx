@@ -1,7 +1,7 @@
 """Datalake object keys, compiled twin of ``_keys_py``.
 
 Runs for every object fetched, so keys are formatted by hand into a stack
-buffer (snprintf alone cost 300 ns a call) and decoded once, and ``parse_key``
+buffer (snprintf costs more than the rest of the work) and decoded once, and ``parse_key``
 reads the str's code points in place instead of slicing. Behaviour, messages
 included, matches ``_keys_py`` exactly.
 """

@@ -1,9 +1,8 @@
 /* Fresh pages for a big buffer in one madvise(MADV_POPULATE_WRITE) instead of
    one page fault each. A fresh process's heap grows while its cache fills, and
-   every new 4 KiB page then costs a fault: 3.3 us each here, 0.1 s of CPU in a
-   cold stream of 470 MB of large ledgers; populating a range costs 40% less
-   per page. Only fresh pages are worth it (populating resident ones costs
-   0.4 us a page for nothing), so the buffer's residency is asked first: the
+   every new 4 KiB page then costs a fault; populating a range costs less per
+   page (docs/benchmarks.md). Only fresh pages are worth it (populating resident
+   ones costs for nothing), so the buffer's residency is asked first: the
    heap grows upward, so a big block is resident up to some page and fresh
    after it. Linux 5.14+; elsewhere, or where the kernel refuses, a no-op. */
 #ifndef SLS_PREFAULT_H
@@ -49,7 +48,7 @@ static inline size_t sls_prefault(void *p, size_t n) {
     }
     a += lo * page;
     /* In steps of SLS_PREFAULT_MIN: the call holds the address space's lock, and
-       another thread growing the heap (brk) waits for it; 1 MiB takes about 0.4 ms. */
+       another thread growing the heap (brk) waits for it. */
     for (uintptr_t at = a; at < e; at += SLS_PREFAULT_MIN) {
         size_t step = e - at < SLS_PREFAULT_MIN ? e - at : SLS_PREFAULT_MIN;
         if (madvise((void *)at, step, MADV_POPULATE_WRITE) != 0) {

@@ -60,9 +60,10 @@ cdef class _View:
 
 
 # Header hashes, for the index and the hash-chain fallback. A hashlib object
-# per header costs about 1.1 us, most of it Python calls around a 300-byte
-# digest. OpenSSL's SHA256_Init/Update/Final, from the libcrypto hashlib itself
-# loaded, take 0.26 us (its one-shot SHA256 goes through EVP and takes 0.95).
+# per header costs several times the digest of a 300-byte header, in Python
+# calls; OpenSSL's SHA256_Init/Update/Final, from the libcrypto hashlib itself
+# loaded, cost about the digest (its one-shot SHA256 goes through EVP and is
+# slower; docs/benchmarks.md).
 # Used only if they give the known digest of "abc"; else (no _hashlib,
 # Windows, a libcrypto without them) hashlib, as before. SHA256 names the one
 # in use.

@@ -9,10 +9,10 @@ Why it is built this way:
 - The output is a ``bytes`` grown geometrically by _PyBytes_Resize to max_size + 1 bytes
   at most: a bomb stops at the cap, a small object gets a small buffer, and the result is
   that buffer, never a copy. A good first size matters: once glibc's mmap threshold has
-  risen, realloc copies (measured 10-20% on undeclared ledger objects with a 4x guess).
+  risen, realloc copies (docs/benchmarks.md).
 - The GIL is released while libzstd runs, retaken only to grow the buffer.
 - Contexts are pooled (under the GIL): a new one per call (~96 KB, plus an 8 MiB pubnet
-  window buffer) made a 4 KB object 1.5x slower to decode. _zstd_py mirrors all of this.
+  window buffer) costs more than decoding a small object. _zstd_py mirrors all of this.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer

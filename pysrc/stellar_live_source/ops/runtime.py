@@ -3,8 +3,8 @@
 glibc hands every allocation above its mmap threshold (128 KiB, rising only
 as big blocks are freed) fresh pages from the kernel, and gives them back on
 free: each decompressed object then costs a page fault per 4 KiB and zeroing
-by the kernel. Measured on 8-ledger objects of large ledgers, that was 17% of
-decoding (1.1 GB/s; 1.9 GB/s with the thresholds below). Keeping blocks up to
+by the kernel: a large share of decoding's cost (docs/benchmarks.md, "malloc
+tuning"). Keeping blocks up to
 64 MiB in the heap, and up to 128 MiB of freed heap before trimming, reuses
 warm pages instead. Objects are bounded by the cache and read-ahead caps, so
 this moves the process's memory ceiling by at most the trim threshold.
@@ -12,10 +12,9 @@ this moves the process's memory ceiling by at most the trim threshold.
 One arena for every thread, too: glibc gives each new thread its own, so a
 decode thread's buffers, freed by the event loop when the cache evicts them,
 go back to an arena the next object's decoding may not be using, and pages
-keep being handed back and faulted in again. Measured on a warm process
-streaming 473 MB of large ledgers: 10-12k page faults a pass with an arena per
-thread, none with one; the first pass of a fresh process 28-30k instead of
-35-47k. The threads that allocate big blocks are few (two decode workers), so
+keep being handed back and faulted in again (thousands of page faults a pass,
+none with one arena; docs/benchmarks.md). The threads that allocate big
+blocks are few (the decode workers), so
 the one arena's lock is not contended.
 """
 

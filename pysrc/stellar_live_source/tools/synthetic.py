@@ -16,7 +16,7 @@ one with the same arguments.
 
 Speed: the SDK's XDR classes are pure Python and cost per object, not per byte,
 so big ledgers get their bytes from blobs (SCBytes, wasm) inside a modest number
-of objects; 12 mixed ledgers take one to two seconds of CPU.
+of objects.
 """
 
 from __future__ import annotations
