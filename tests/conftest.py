@@ -51,7 +51,9 @@ def load_twin(name: str) -> Twin:
     modules = {m: importlib.import_module(f"stellar_live_source.core._{m}_{name}") for m in CORE_MODULES}
     if name == "c":
         for module in modules.values():
-            assert module.__file__.endswith((".so", ".pyd")), f"{module.__name__} is not compiled: {module.__file__}"
+            assert (module.__file__ or "").endswith((".so", ".pyd")), (
+                f"{module.__name__} is not compiled: {module.__file__}"
+            )
     return Twin(name, **modules)
 
 

@@ -167,9 +167,12 @@ def _declared(stub: str) -> set[str]:
         if isinstance(node, ast.FunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.AnnAssign):
+            assert isinstance(node.target, ast.Name), ast.dump(node)
             names.add(node.target.id)
         elif isinstance(node, ast.Assign):
-            names |= {t.id for t in node.targets}
+            for target in node.targets:
+                assert isinstance(target, ast.Name), ast.dump(node)
+                names.add(target.id)
     return {name for name in names if not name.startswith("_")}
 
 
@@ -201,7 +204,7 @@ def test_the_twin_fixture_runs_compiled_modules_or_skips_saying_why(monkeypatch)
         f"stellar_live_source.core._{m}_py" for m in CORE_MODULES
     ]
     if compiled_expected():
-        assert load_twin("c").frame.__file__.endswith((".so", ".pyd"))
+        assert (load_twin("c").frame.__file__ or "").endswith((".so", ".pyd"))
         impostor = ModuleType("stellar_live_source.core._frame_c")
         impostor.__file__ = str(ROOT / "pysrc" / "stellar_live_source" / "core" / "_frame_c.py")
         monkeypatch.setitem(sys.modules, impostor.__name__, impostor)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from stellar_live_source.core import decode
 from stellar_live_source.errors import CoreError, HashError, XdrError, ZstdError
 
-from .conftest import LEDGERS, needs_testdata
+from .conftest import LEDGERS, Twin, needs_testdata
 from .conftest import batch as _batch
 from .fuzz.agree import assert_twins_agree
 
@@ -147,7 +147,7 @@ def test_the_size_cap_is_the_callers():
     for fn in (decode.decode_object, decode.frame_object, decode.decode_file):
         assert inspect.signature(fn).parameters["max_size"].default is inspect.Parameter.empty, fn.__name__
     with pytest.raises(TypeError, match="max_size"):
-        decode.frame_object(BATCH_997.read_bytes())
+        decode.frame_object(BATCH_997.read_bytes())  # type: ignore[call-arg]  # the point: no max_size
 
 
 def test_inspect_reports_garbage_with_file_and_offset(tmp_path, capsys):
@@ -166,14 +166,14 @@ def test_every_error_is_a_core_error():
 
 @settings(max_examples=300, deadline=None)
 @given(body=st.binary(max_size=600), mode=st.integers(0, 2), fallback=st.booleans())
-def test_random_bytes_never_crash_and_the_twins_agree(twins, body, mode, fallback):
+def test_random_bytes_never_crash_and_the_twins_agree(twins: tuple[Twin, Twin], body, mode, fallback):
     """The fuzz harness's check (tests/fuzz/fuzz_walk.py), run briefly on every test run."""
     assert_twins_agree(*twins, mode, fallback, body)
 
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_mutated_real_ledgers_get_the_same_verdict_from_both_twins(twins, data):
+def test_mutated_real_ledgers_get_the_same_verdict_from_both_twins(twins: tuple[Twin, Twin], data):
     body = bytearray(SMALL.read_bytes())
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(body) - 1))

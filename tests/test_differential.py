@@ -75,5 +75,5 @@ def test_mutated_values_get_the_same_verdict(twin, seed, type_index, data):
         buf[i : i + 4] = data.draw(
             st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\x00\x07", b"\x80\x00\x00\x00", b"\x00\x00\x00\x02"])
         )
-    buf = bytes(buf)
-    assert walker_accepts(twin, name, buf) == sdk_accepts(name, buf), (name, mutation)
+    body = bytes(buf)
+    assert walker_accepts(twin, name, body) == sdk_accepts(name, body), (name, mutation)

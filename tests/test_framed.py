@@ -96,7 +96,12 @@ def test_the_index_walks_each_stellar_value_once(monkeypatch):
     start, end, spans = _walk_py.split_batch(data)
     walked = []
     real = _walk_gen_py.w_StellarValue
-    monkeypatch.setattr(_walk_gen_py, "w_StellarValue", lambda *a: walked.append(a[1]) or real(*a))
+
+    def spy(*a):
+        walked.append(a[1])
+        return real(*a)
+
+    monkeypatch.setattr(_walk_gen_py, "w_StellarValue", spy)
     _index_py.index_ledgers(data, spans)
     assert len(walked) == len(spans) == 64
     walked.clear()

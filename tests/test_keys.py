@@ -273,14 +273,14 @@ def test_twins_agree(twins, args, seq, edits, ext):
     for name in ("file_name", "object_key"):
         assert outcome(getattr(lc, name), seq, ext) == outcome(getattr(lp, name), seq, ext), name
     # Parse near-miss keys: the right key with a few characters changed.
-    key = list(outcome(lp.object_key, seq % (MAX + 1) if isinstance(seq, int) else 0)[1])
+    chars = list(outcome(lp.object_key, seq % (MAX + 1) if isinstance(seq, int) else 0)[1])
     for pos, op, ch in edits:
-        pos = min(pos, len(key))
+        pos = min(pos, len(chars))
         if op == "insert":
-            key.insert(pos, ch)
-        elif pos < len(key):
-            key[pos : pos + 1] = [ch] if op == "set" else []
-    key = "".join(key)
+            chars.insert(pos, ch)
+        elif pos < len(chars):
+            chars[pos : pos + 1] = [ch] if op == "set" else []
+    key = "".join(chars)
     parsed = outcome(lc.parse_key, key)
     assert parsed == outcome(lp.parse_key, key)
     if parsed[0] == "ok":  # whatever is accepted ends in exactly the layout's own file name

@@ -26,6 +26,7 @@ def test_the_sample_lake_is_valid_and_covers_every_version():
     prev, seqs, versions = None, [], set()
     for path in _objects(SAMPLE_LAKE):
         decoded = decode.decode_object(path.read_bytes(), max_size=MAX)
+        assert decoded.start is not None  # a batch
         assert str(path.relative_to(SAMPLE_LAKE)) == layout.object_key(decoded.start)
         decode.verify_chain(decoded.ledgers, prev)
         prev = decoded.ledgers[-1].hash

@@ -13,7 +13,7 @@ sx = pytest.importorskip("stellar_sdk.xdr", reason="the [test] extra brings stel
 
 from stellar_live_source.core import _walk_gen_py  # noqa: E402
 from stellar_live_source.xdrgen import __main__ as xdrgen  # noqa: E402
-from stellar_live_source.xdrgen.grammar import load_stellar_sdk  # noqa: E402
+from stellar_live_source.xdrgen.grammar import Struct, load_stellar_sdk  # noqa: E402
 from stellar_live_source.xdrgen.plan import TAILS, Plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,9 @@ def test_the_indexers_header_offsets_are_the_grammars():
     StellarValue from byte 36, reads ledgerSeq 64 bytes after it, and walks
     the rest with the generated w_LedgerHeader_after_scpValue."""
     p = Plan(load_stellar_sdk())
-    fields = p.g.types["LedgerHeader"].fields
+    header = p.g.types["LedgerHeader"]
+    assert isinstance(header, Struct)
+    fields = header.fields
     names = [f.name for f in fields]
     sizes = [p.decl_static(f) for f in fields]
     sv = names.index("scpValue")

@@ -76,19 +76,20 @@ def decl(d: Decl, rng: random.Random, depth: int) -> bytes:
         n = 0 if depth > DEEP else rng.randint(0, min(d.bound if d.bound is not None else 40, 40))
         return struct.pack(">I", n) + _pad(rng.randbytes(n))
     if d.kind == "plain":
-        return value(d.type, rng, depth)
+        return value(d.type_name, rng, depth)
     if d.kind == "fixed":
-        return b"".join(value(d.type, rng, depth) for _ in range(d.bound or 0))
+        return b"".join(value(d.type_name, rng, depth) for _ in range(d.bound or 0))
     if d.kind == "optional":
         if depth > DEEP or rng.random() < 0.3:
             return struct.pack(">I", 0)
-        return struct.pack(">I", 1) + value(d.type, rng, depth)
+        return struct.pack(">I", 1) + value(d.type_name, rng, depth)
     assert d.kind == "var"
     n = 0 if depth > DEEP else rng.randint(0, min(d.bound if d.bound is not None else 3, 3))
-    return struct.pack(">I", n) + b"".join(value(d.type, rng, depth) for _ in range(n))
+    return struct.pack(">I", n) + b"".join(value(d.type_name, rng, depth) for _ in range(n))
 
 
 def union_arms() -> list[tuple[str, int]]:
     """(type, arm index) for every arm of every reachable union."""
     p = plan()
-    return [(n, i) for n in p.names if isinstance(p.g.types[n], Union) for i in range(len(arms(p.g.types[n])))]
+    unions = [(n, t) for n in p.names if isinstance(t := p.g.types[n], Union)]
+    return [(n, i) for n, t in unions for i in range(len(arms(t)))]

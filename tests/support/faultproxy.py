@@ -101,7 +101,9 @@ class FaultProxy:
         tasks: set[asyncio.Task] = set()
 
         async def handle(reader, writer):
-            tasks.add(asyncio.current_task())
+            task = asyncio.current_task()
+            assert task is not None  # (a connection's handler runs as a task)
+            tasks.add(task)
             with self._lock:
                 self._counts["connections"] += 1
             try:
