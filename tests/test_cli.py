@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
     return proc.returncode, out, err.splitlines()
 
 
-def lake_env(lake: object, **extra: object) -> dict[str, str]:
+def lake_env(lake: Path | str, **extra: object) -> dict[str, str]:
     return env_for(lake, RETRY_ATTEMPTS=1, RETRY_BACKOFF="10ms", **extra)
 
 
@@ -120,6 +121,7 @@ def test_inspect_exits_1_on_a_bad_file_naming_it(tmp_path):
 def test_usage_errors_exit_2():
     assert run_cli("stream", "--from", "x")[0] == 2  # argparse's own
     assert run_cli("nope")[0] == 2
+    assert run_cli("stream", "--from", "2", "--max-retries", "-1")[0] == 2
     code, _, err = run_cli("inspect", "--max-size", "lots")
     assert code == 2 and "lots" in "\n".join(err)
 

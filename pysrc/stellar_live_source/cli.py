@@ -53,6 +53,16 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a count (0 or more)")
+    return n
+
+
 def _objects(path: Path) -> Iterator[Path]:
     """A file, or every datalake object under a folder in ledger order."""
     if not path.is_dir():
@@ -254,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write each ledger's XDR to DIR/SEQ.xdr instead of printing")
     p.add_argument(
         "--max-retries",
-        type=int,
+        type=_count,
         default=5,
         metavar="N",
         help="give up (exit 3) after N retries in a row without a new ledger (default: 5)",

@@ -108,7 +108,7 @@ class Client:
                     raise
                 failures += 1
                 self.retries += 1
-                wait = random.uniform(0, min(self.retry_backoff_max, self.retry_backoff * 2**failures))
+                wait = random.uniform(0, min(self.retry_backoff_max, self.retry_backoff * 2 ** (failures - 1)))
                 if self.on_retry is not None:
                     self.on_retry(exc, failures, wait)
                 await asyncio.sleep(wait)
