@@ -29,7 +29,8 @@ FIRST, LAST = 1410048, 1410367
 SERVICES = ("", api.SERVICE)
 
 
-async def _get(port: int, path: str) -> tuple[int, dict]:
+async def _get(port: int | None, path: str) -> tuple[int, dict]:
+    assert port is not None, f"no listener to ask for {path}"
     status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}{path}", 5)
     return status, json.loads(body) if path != "/metrics" else {"text": body.decode()}
 
@@ -68,7 +69,7 @@ async def test_one_readiness_rule_for_ready_and_grpc_health_while_health_stays_l
         async with Client(addr, max_retries=0) as client:
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await anext(client.stream(FIRST, FIRST))
-        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "starting" in exc.value.details()
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and "starting" in (exc.value.details() or "")
 
         await app.open()
         status, report = await _get(bound.health_port, "/ready")
@@ -89,6 +90,7 @@ async def test_one_readiness_rule_for_ready_and_grpc_health_while_health_stays_l
 
 async def test_health_reflection_and_metrics():
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        assert app.bound is not None  # listening
         assert await _grpc_health(addr) == [SERVING, SERVING]
         async with grpc.aio.insecure_channel(addr) as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -122,6 +124,7 @@ def _raw_http(port: int, data: bytes) -> bytes:
 async def test_malformed_huge_and_slow_requests_get_the_librarys_answer_and_stall_nothing(caplog):
     caplog.set_level("INFO")
     async with running_app(env_for(SHARED_LAKE)) as (app, addr):
+        assert app.bound is not None and app.bound.health_port is not None  # listening
         port = app.bound.health_port
         # A client that sends half a request and then nothing holds only its own connection.
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
@@ -151,6 +154,7 @@ async def test_malformed_huge_and_slow_requests_get_the_librarys_answer_and_stal
 async def test_listeners_can_be_switched_off(health, metrics):
     env = env_for(SHARED_LAKE, HEALTH_ENABLED=health, METRICS_ENABLED=metrics)
     async with running_app(env) as (app, addr):
+        assert app.bound is not None  # listening
         assert (app.bound.health_port is not None) == (health == "true")
         assert (app.bound.metrics_port is not None) == (metrics == "true")
         assert len(await collect(addr, FIRST, FIRST)) == 1
@@ -171,6 +175,7 @@ async def test_the_ports_bound_are_logged_in_one_line(caplog):
     caplog.set_level("INFO", logger="stellar_live_source.server")
     async with running_app(env_for(SHARED_LAKE)) as (app, _):
         b = app.bound
+        assert b is not None  # listening
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listening on")]
         assert lines == [
             f"listening on 127.0.0.1: grpc {b.grpc_port}, health {b.health_port}, metrics {b.metrics_port}"
