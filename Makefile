@@ -6,15 +6,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
 
-.PHONY: run test test-debug bench generate sample-lake fuzz clean
+.PHONY: run test test-debug lint bench generate sample-lake fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Editable install with the compiled core; rebuilt when a Cython source changes.
+# Editable install with the compiled core and what the tests and `make lint`
+# need; rebuilt when a Cython source changes.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	touch $@
+
+# The Node.js client test's modules (tests/test_node_client.py), again when the lock changes.
+NODE_MODULES := tests/node/node_modules/.installed
+$(NODE_MODULES): tests/node/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is not installed: the Node.js client test needs Node.js >= 18 and npm (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix tests/node --no-audit --no-fund --ignore-scripts
 	touch $@
 
 # The service on the embedded default: the sample lake shipped in the package,
@@ -22,12 +30,20 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 run: $(VENV)/.installed
 	SERVER_HOST=$${SERVER_HOST:-127.0.0.1} $(BIN)/stellar-live-source serve
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(NODE_MODULES)
 	$(BIN)/python -m pytest -q
+
+# Style (ruff), types (mypy) and who may import whom (import-linter); all
+# configured in pyproject.toml.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The suite again against a build with the core's debug-only invariant checks
 # (installed, not editable, into its own environment so the two builds never mix).
-test-debug:
+test-debug: $(NODE_MODULES)
 	test -x .venv-debug/bin/python || $(PYTHON) -m venv .venv-debug
 	.venv-debug/bin/python -m pip install -q '.[test]'
 	STELLAR_LIVE_SOURCE_DEBUG=1 .venv-debug/bin/python -m pip install -q --force-reinstall --no-deps .
