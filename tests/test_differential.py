@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 sx = pytest.importorskip("stellar_sdk.xdr", reason="the [test] extra brings stellar-sdk")
 
-from stellar_live_source.errors import XdrError  # noqa: E402
+from stellar_live_source.errors import XdrError  # noqa: E402 - after the importorskip
 
-from .xdr_values import plan, union_arms, value  # noqa: E402
+from .xdr_values import plan, union_arms, value  # noqa: E402 - after the importorskip
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -204,7 +204,7 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
             (lake_root / key).parent.mkdir(parents=True, exist_ok=True)
             (lake_root / key).write_bytes(data)
 
-        opener = lambda: storage_for("FS", bucket=str(tmp_path), prefix=ARCHIVE_PATH)  # noqa: E731
+        opener = lambda: storage_for("FS", bucket=str(tmp_path), prefix=ARCHIVE_PATH)  # noqa: E731 - one line per branch
     elif storage == "S3":
         endpoint = request.getfixturevalue("moto_server")
         build_noise(tmp_path)

@@ -105,7 +105,7 @@ def lake(request, tmp_path) -> Lake:
         return Lake("FS", lambda **kw: storage_for("FS", **kw), str(plain), str(nested))
     if request.param == "S3":
         endpoint = request.getfixturevalue("moto_server")
-        opener = lambda **kw: storage_for("S3", endpoint=endpoint, force_path_style=True, **kw)  # noqa: E731
+        opener = lambda **kw: storage_for("S3", endpoint=endpoint, force_path_style=True, **kw)  # noqa: E731 - one line per branch
         return Lake("S3", opener, *request.getfixturevalue("s3_buckets"))
     request.getfixturevalue("gcs_env")
     return Lake("GCS", lambda **kw: storage_for("GCS", **kw), *request.getfixturevalue("gcs_buckets"))
@@ -272,8 +272,8 @@ def test_a_hung_thread_meets_the_asyncio_deadline(tmp_path):
     s = folder(write_tree(tmp_path, LAKE), timeout=0.2)
     s.inline = False  # the pool's path, which a cached small file would skip
     released = threading.Event()
-    # A client that ignores its own timeout (a stand-in for this instance's method):
-    s._get = lambda key: released.wait(60)  # type: ignore[method-assign,assignment,return-value]
+    # A client that ignores its own timeout:
+    s._get = lambda key: released.wait(60)  # type: ignore[method-assign,assignment,return-value]  # one instance's stand-in
 
     async def body(s: Storage):
         with pytest.raises(StorageError, match="no answer within 0.7s") as info:

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 pytest.importorskip("stellar_sdk")
-from stellar_sdk import Keypair, TransactionBuilder, xdr  # noqa: E402
+from stellar_sdk import Keypair, TransactionBuilder, xdr  # noqa: E402 - after the importorskip
 
-from stellar_live_source.tools.synthetic import ledger_header_hash, synthetic_ledgers  # noqa: E402
+from stellar_live_source.tools.synthetic import ledger_header_hash, synthetic_ledgers  # noqa: E402 - after the importorskip
 
 START, SEED = 100, 7
 PASSPHRASE = "Standalone Network ; February 2017"

@@ -11,10 +11,10 @@ import pytest
 
 sx = pytest.importorskip("stellar_sdk.xdr", reason="the [test] extra brings stellar-sdk")
 
-from stellar_live_source.core import _walk_gen_py  # noqa: E402
-from stellar_live_source.xdrgen import __main__ as xdrgen  # noqa: E402
-from stellar_live_source.xdrgen.grammar import Struct, load_stellar_sdk  # noqa: E402
-from stellar_live_source.xdrgen.plan import TAILS, Plan  # noqa: E402
+from stellar_live_source.core import _walk_gen_py  # noqa: E402 - after the importorskip
+from stellar_live_source.xdrgen import __main__ as xdrgen  # noqa: E402 - after the importorskip
+from stellar_live_source.xdrgen.grammar import Struct, load_stellar_sdk  # noqa: E402 - after the importorskip
+from stellar_live_source.xdrgen.plan import TAILS, Plan  # noqa: E402 - after the importorskip
 
 ROOT = Path(__file__).resolve().parents[1]
 

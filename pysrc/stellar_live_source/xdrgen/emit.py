@@ -12,8 +12,10 @@ raises ``WalkFailure``.
 
 from __future__ import annotations
 
+# The error codes live with the runtime that reports them.
+from ..core.codes import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM
 from .grammar import PRIMITIVES, Decl, Enum, Struct, Typedef, Union
-from .plan import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM, MAX_U32, TAILS, Check, Plan
+from .plan import MAX_U32, TAILS, Check, Plan
 
 # Above this many checked elements a fixed array is checked in a loop, not unrolled.
 _UNROLL = 16

@@ -21,9 +21,6 @@ MAX_U32 = 0xFFFFFFFF
 # then the rest of the header, so StellarValue is walked once.
 TAILS = (("LedgerHeader", "scpValue"),)
 
-# The error codes live with the runtime that reports them.
-from ..core.codes import E_BOOL, E_DEPTH, E_PADDING, E_TOO_LONG, E_TRUNCATED, E_UNKNOWN_ARM  # noqa: E402,F401
-
 
 def pad4(n: int) -> int:
     return (n + 3) & ~3
