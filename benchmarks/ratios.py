@@ -33,6 +33,18 @@ SPEED = [
         "service from its cache (nothing read or decoded) vs ceiling, small",
     ),
     ("storage-latency", "service_s", "bare_s", 0.8, "service / bare boto3 objects per second, 50 ms per request"),
+    *(
+        (f"service-{size}", "baseline_s", "ceiling_s", None, f"baseline build vs transport ceiling, {size}, cold")
+        for size in ("large", "small")
+    ),
+]
+
+# Same-run A/B (``--baseline-python``): the service (after) and the baseline build (before), each as the
+# median over rounds of the round's own ceiling/server pair; after/before against the goal, judged only
+# over enough rounds. (group, after, before, goal, least rounds, what)
+AB = [
+    (f"service-{size}", "paired_ratio", "baseline_paired_ratio", 0.97, 6, f"{size} ledgers, cold")
+    for size in ("large", "small")
 ]
 
 # Goals that are a fixed limit, not a same-run baseline: the figure beside its limit, both recorded by the
@@ -47,12 +59,13 @@ FIGURES = [
     *(
         (f"service-{size}", f"{server}_{name}", unit)
         for size in ("large", "small")
-        for server in ("ceiling", "service", "warm")
+        for server in ("ceiling", "service", "warm", "baseline")
         for name, unit in (("MB/s", "MB/s"), ("ledgers/s", "ledgers/s"), ("cpu_s/GB", "server CPU-seconds per GB"))
     ),
     *(
-        (f"service-{size}", "paired_ratio", "service/ceiling, median of the rounds' own pairs")
+        (f"service-{size}", name, f"{server}/ceiling, median of the rounds' own pairs")
         for size in ("large", "small")
+        for server, name in (("service", "paired_ratio"), ("baseline", "baseline_paired_ratio"))
     ),
     ("service-fanout", "streams", "concurrent streams"),
     ("service-fanout", "ledgers/s", "ledgers/s, all streams together"),
@@ -79,10 +92,25 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
             ratio = times[den] / times[num]
             verdict = "" if goal is None else f"  goal >= {goal:g}: {'met' if ratio >= goal else 'NOT met'}"
             lines.append(f"{group}: {what}: {_num(ratio)}x{verdict}")
+    for group, after, before, goal, least, what in AB:
+        got = results.get(group, {})
+        if after in got and before in got:
+            rounds = min(got[f"{after}_rounds"], got[f"{before}_rounds"])
+            quotient = got[after] / got[before]
+            judged = "met" if quotient >= goal else "NOT met"
+            n = f"{rounds:.0f} round{'' if rounds == 1 else 's'}"
+            verdict = judged if rounds >= least else f"not judged over {n} (it needs {least})"
+            lines.append(
+                f"{group}: A/B, {what}, paired medians of {n}: after (service/ceiling) "
+                f"{got[after]:.3f}, before (baseline/ceiling) {got[before]:.3f}, after/before {quotient:.3f}"
+                f"  goal >= {goal:g}: {verdict}"
+            )
     fanout = results.get("service-fanout", {})
     if "fetches" in fanout and "objects" in fanout:  # 32 streams over one range: each object read once
-        verdict = "met" if fanout["fetches"] == fanout["objects"] else "NOT met"
+        held = fanout.get("held", 0)  # read at start-up, before the streams
+        verdict = "met" if fanout["fetches"] + held == fanout["objects"] else "NOT met"
         reads = f"storage reads {fanout['fetches']:,.0f} for {fanout['objects']:,.0f} objects"
+        reads += f" ({held:,.0f} held from start-up)" if held else ""
         lines.append(f"service-fanout: {reads}, goal one per object: {verdict}")
     for group, figure, limit, what, unit, basis in LIMITS:
         got = results.get(group, {})

@@ -8,16 +8,19 @@ import pytest
 import zstandard
 
 from stellar_live_source.core import _walk_c, _walk_py, decode
+from tests.conftest import needs_testdata
+from tests.service_support import MAX_OBJECT_BYTES
 
 from .conftest import RESULTS, record
 from .objects import large_object, small_object
 
 stellar_sdk_xdr = pytest.importorskip("stellar_sdk.xdr")
+pytestmark = needs_testdata
 
 
 @pytest.fixture(params=["core-large", "core-small"])
-def obj(request, testdata):
-    raw, size, count = (large_object if request.param == "core-large" else small_object)(testdata)
+def obj(request):
+    raw, size, count = (large_object if request.param == "core-large" else small_object)()
     RESULTS.setdefault(request.param, {})["size"] = size
     return request.param, raw, size
 
@@ -47,7 +50,7 @@ def test_walk_py(benchmark, obj):
 
 def test_decode_c(benchmark, obj):
     group, raw, size = obj
-    decoded = benchmark(decode.decode_object, raw)
+    decoded = benchmark(decode.decode_object, raw, max_size=MAX_OBJECT_BYTES)
     assert decoded.size == size and all(led.hash_ok for led in decoded.ledgers)
     record(benchmark, group, "decode_c")
 
@@ -55,7 +58,7 @@ def test_decode_c(benchmark, obj):
 def test_frame_c(benchmark, obj):
     """The decode the service runs: the same checks, a RawLedger frame per ledger."""
     group, raw, size = obj
-    framed = benchmark(decode.frame_object, raw)
+    framed = benchmark(decode.frame_object, raw, max_size=MAX_OBJECT_BYTES)
     assert framed.nbytes > size - 12 and framed.fallback == 0
     record(benchmark, group, "frame_c")
 

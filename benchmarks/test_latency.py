@@ -30,15 +30,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT, needs_testdata
+from tests.service_storage_support import run_ledgers, s3_env
 from tests.service_support import env_for, server_process
 from tests.support.endpoints import moto_server, upload_folder_to_s3  # noqa: F401  (moto_server: a fixture)
 from tests.support.faultproxy import FaultProxy
 
 from .conftest import RESULTS
-from .objects import TESTNET, cycled_lake
-from .test_service_speed import client_cmd, parse
+from .objects import RUNS, cycled_lake
+from .test_service_speed import parse, run_client
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = needs_testdata
 DELAY = 0.05  # seconds the proxy adds to every request
 WORKERS = 16
 ROUNDS = 2
@@ -46,7 +48,7 @@ BUCKET = "latency-lake"
 
 
 @dataclass(frozen=True)
-class Spec:  # what client_cmd needs of a lake
+class Spec:  # what run_client needs of a lake: its range
     first: int
     last: int
 
@@ -59,11 +61,11 @@ class S3Lake:
 
 
 @pytest.fixture(scope="module")
-def s3_lake(moto_server, tmp_path_factory, testdata):  # noqa: F811
+def s3_lake(moto_server, tmp_path_factory):  # noqa: F811
     # The 320 testnet ledgers cycled to 384, one per object: 384 GETs of ~5 KB.
     start, count = 64 * 100, 384
     folder = tmp_path_factory.mktemp("latency-lake")
-    keys = cycled_lake(folder, testdata, "small", start, count, per_file=1)
+    keys = cycled_lake(folder, "small", start, count, per_file=1)
     upload_folder_to_s3(moto_server, BUCKET, folder)  # straight to moto: no delay
     host, port = moto_server.removeprefix("http://").split(":")
     with FaultProxy(host, int(port)) as proxy:
@@ -105,13 +107,6 @@ def run_bare(lake: S3Lake) -> dict:
     return parse(done.stdout)
 
 
-def run_service(addr: str, lake: S3Lake) -> dict:
-    done = subprocess.run(client_cmd(addr, lake.range), capture_output=True, text=True, timeout=120)
-    if done.returncode:
-        raise RuntimeError(f"the client failed: {done.stderr}")
-    return parse(done.stdout)
-
-
 def is_list(path: str) -> bool:
     return "list-type=" in path
 
@@ -128,19 +123,10 @@ def test_storage_latency(benchmark, s3_lake, kind, round_):
         got = benchmark.pedantic(run_bare, (lake,), rounds=1, iterations=1)
         assert got["objects"] == len(lake.keys)
     else:
-        env = env_for(
-            BUCKET,
-            STORAGE_TYPE="S3",
-            S3_ENDPOINT_URL=lake.proxy.url,
-            S3_FORCE_PATH_STYLE="true",
-            AWS_REGION="us-east-1",
-            NUM_WORKERS=WORKERS,
-            BUFFER_SIZE=2 * WORKERS,
-            LOG_LEVEL="warning",
-        )
-        with server_process(env) as (addr, _):
+        env = s3_env(lake.proxy.url, BUCKET, NUM_WORKERS=WORKERS, BUFFER_SIZE=2 * WORKERS, LOG_LEVEL="warning")
+        with server_process(env) as served:
             seen = len(lake.proxy.log)
-            got = benchmark.pedantic(run_service, (addr, lake), rounds=1, iterations=1)
+            got = benchmark.pedantic(run_client, (served.addr, lake.range), rounds=1, iterations=1)
         assert got["ledgers"] == len(lake.keys)  # one ledger per object: ledgers/s = objects/s
     requests = list(lake.proxy.log)[seen:]
     assert all(outcome == "forwarded" for _, _, outcome in requests)
@@ -203,18 +189,17 @@ async def follow_tip(addr: str, lake: Path, staged: list[tuple[Path, str]], rng:
     return landed, arrived
 
 
-def test_tip_latency(benchmark, tmp_path, testdata):
-    from stellar_live_source.tools.pack import ledgers_of, renumber, write_lake
+def test_tip_latency(benchmark, tmp_path):
+    from stellar_live_source.tools.pack import renumber, write_lake
 
-    source = ledgers_of(sorted((testdata / TESTNET).glob("*.xdr")))
-    ledgers = list(renumber(source, TIP_START, TIP_HISTORY + TIP_NEW))
+    ledgers = list(renumber(run_ledgers(RUNS["small"]), TIP_START, TIP_HISTORY + TIP_NEW))
     lake = tmp_path / "lake"
     write_lake(lake, ledgers[:TIP_HISTORY], ledgers_per_file=1)
     staged = stage(tmp_path / "staging", ledgers[TIP_HISTORY:])  # same filesystem: renames are atomic
     env = env_for(lake, POLL_INTERVAL=f"{POLL:g}s", LOG_LEVEL="warning")
-    with server_process(env) as (addr, _):
+    with server_process(env) as served:
         landed, arrived = benchmark.pedantic(
-            lambda: asyncio.run(asyncio.wait_for(follow_tip(addr, lake, staged, random.Random(7)), 60)),
+            lambda: asyncio.run(asyncio.wait_for(follow_tip(served.addr, lake, staged, random.Random(7)), 60)),
             rounds=1,
             iterations=1,
         )

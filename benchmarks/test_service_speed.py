@@ -7,15 +7,30 @@ The ceiling varies run to run, so the two alternate, round by round, and the
 best of each is compared (and, less sensitive to outside load, each round's
 own pair). The service is cold every round: a fresh process,
 its cache smaller than the range, every object read from storage and decoded
-once (asserted from its fetch counter, taken once start-up's reads are done:
-the newest object, evicted before the stream reaches it, and the oldest, read
-past the cache), every check on. Speeds are never asserted, only correctness.
+once, every check on. Asserted from its fetch counter, taken once start-up's
+reads are done (the newest object and the oldest): during the stream, every
+object of the range but the newest, which the service keeps beside its cache
+from start-up (the range ends at the lake's newest ledger). Speeds are never
+asserted, only correctness.
 
 Beside it, for the split and not against a goal, the service *warm*: a
 cache that holds the whole range, filled by one unmeasured pass, so the
 measured pass reads and decodes nothing (asserted: no storage reads). What
 separates warm from the ceiling is the serving path; what separates cold from
 warm is reading and decoding.
+
+With ``--baseline-python PATH`` (an interpreter with another build installed,
+an older commit), each round also streams from that build's cold service, the
+*baseline*, for a same-run A/B: each build's paired median against the same
+rounds' ceiling, and their quotient (after/before). ``--rounds N`` sets the
+rounds (default 4; an A/B wants at least 6).
+
+Within a round the ceiling runs first, as it always has (both cold servers
+pair with that one measurement), and the warm service last (it is not part of
+the A/B). The cold service and the baseline swap places every round, so
+neither always runs right after the other: whatever drifts within a round
+(the other server's pages still being freed, a neighbour's load building up)
+falls on each in half the rounds, not always on the same one.
 """
 
 from __future__ import annotations
@@ -24,20 +39,24 @@ import contextlib
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.service_support import env_for, free_port, server_process
+from tests.conftest import ROOT, needs_testdata
+from tests.service_support import Served, env_for, http_get, process_env, server_process, wait_settled
 
-from .conftest import RESULTS
+from .conftest import NOTES, RESULTS
 from .objects import cycled_lake
+
+pytestmark = needs_testdata
 
 HERE = Path(__file__).resolve().parent
 MiB = 1 << 20
@@ -61,7 +80,10 @@ SPECS = {
 # each object once takes the streams sharing fetches and keeping together.
 FANOUT = Spec("small", 64 * 100, 3_200, 64, 8 * MiB)  # 50 objects, ~15 MB
 FANOUT_PROCS, FANOUT_STREAMS = 4, 8  # 32 streams: several per client process, so the clients keep up
-ROUNDS = 4
+# Objects of a range that ends at the lake's newest ledger that the service holds before any stream:
+# the newest, read at start-up and kept beside the cache (since c28bdf1; the baseline 5a03a08 evicted
+# it and read it again in the stream).
+HELD = 1
 
 
 @dataclass(frozen=True)
@@ -80,11 +102,11 @@ class Lake:
 
 
 @pytest.fixture(scope="session")
-def lakes(tmp_path_factory, testdata) -> dict[str, Lake]:
+def lakes(tmp_path_factory) -> dict[str, Lake]:
     root = tmp_path_factory.mktemp("lakes")
     out = {}
     for name, s in {**SPECS, "fanout": FANOUT}.items():
-        keys = cycled_lake(root / name, testdata, s.kind, s.start, s.count, s.per_file)
+        keys = cycled_lake(root / name, s.kind, s.start, s.count, s.per_file)
         out[name] = Lake(s, root / name, len(keys))
     return out
 
@@ -92,27 +114,106 @@ def lakes(tmp_path_factory, testdata) -> dict[str, Lake]:
 @pytest.fixture(scope="session")
 def ceilings(lakes):
     """One ceiling server per lake, started when first needed: it serves from
-    memory, so staying up between rounds changes nothing."""
-    running: dict[str, tuple[str, subprocess.Popen]] = {}
+    memory, so staying up between rounds changes nothing. It binds port 0 and
+    reports the port it bound (``READY <port>``)."""
+    running: dict[str, Served] = {}
 
-    def get(name: str) -> tuple[str, subprocess.Popen]:
+    def get(name: str) -> Served:
         if name not in running:
-            port = free_port()
             proc = subprocess.Popen(
-                [sys.executable, str(HERE / "ceiling_server.py"), str(port), str(lakes[name].path)],
+                [sys.executable, str(HERE / "ceiling_server.py"), str(lakes[name].path)],
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            if proc.stdout.readline().strip() != "READY":
+            ready, _, port = proc.stdout.readline().strip().partition(" ")
+            if ready != "READY" or not port.isdigit():
                 proc.kill()
                 raise RuntimeError(f"the ceiling server did not start ({proc.wait()})")
-            running[name] = (f"127.0.0.1:{port}", proc)
+            running[name] = Served(f"127.0.0.1:{port}", proc, {"grpc": int(port), "health": None, "metrics": None})
         return running[name]
 
     yield get
-    for _, proc in running.values():
-        proc.terminate()
-        proc.wait(10)
+    for served in running.values():
+        served.proc.terminate()
+        served.proc.wait(10)
+
+
+def three_free_ports() -> tuple[int, int, int]:
+    """Ports for the baseline's three listeners. The baseline build predates
+    port 0 (its configuration wants ports >= 1, and it reports none it bound),
+    so here, and only here, ports are picked the old way: three sockets bound
+    to port 0 together, so the kernel hands out three different ones, closed
+    just before the baseline binds them (should another process take one in
+    between, the baseline fails to start, loudly)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(3)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        grpc_port, health_port, metrics_port = (sock.getsockname()[1] for sock in socks)
+    return grpc_port, health_port, metrics_port
+
+
+def baseline_env(env: dict[str, str]) -> dict[str, str]:
+    """A baseline process's environment: ``process_env``'s, without PYTHONPATH,
+    so that it imports its own build and nothing of this checkout."""
+    return {k: v for k, v in process_env(env).items() if k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="session")
+def baseline_python(request) -> str | None:
+    """``--baseline-python``, checked to import the service from outside this checkout."""
+    python = request.config.getoption("baseline_python")
+    if python is None:
+        return None
+    where = subprocess.run(
+        [python, "-c", "import stellar_live_source; print(stellar_live_source.__file__)"],
+        env=baseline_env({}),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    source = Path(where).resolve().parents[1]
+    if source.is_relative_to(ROOT):
+        raise pytest.UsageError(f"--baseline-python {python} imports this checkout's stellar_live_source ({where})")
+    commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    NOTES.append(f"baseline: {python}, stellar_live_source from {source} (commit {commit.stdout.strip() or '?'})")
+    return python
+
+
+@contextlib.contextmanager
+def baseline_process(python: str, env: dict[str, str], timeout: float = 30) -> Iterator[Served]:
+    """The baseline's `serve` on the ports ``three_free_ports`` picked, settled
+    as ``server_process``'s are (``wait_settled``: /ready 200 with start-up's
+    reads done; the baseline answers /ready with its /health report), stopped
+    (SIGTERM, then waited for) after."""
+    grpc_port, health_port, metrics_port = three_free_ports()
+    ports = {"SERVER_PORT": grpc_port, "HEALTH_PORT": health_port, "METRICS_PORT": metrics_port}
+    with subprocess.Popen(
+        [python, "-m", "stellar_live_source.cli", "serve"],
+        env=baseline_env({**env, **{k: str(v) for k, v in ports.items()}}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        served = Served(
+            f"127.0.0.1:{grpc_port}", proc, {"grpc": grpc_port, "health": health_port, "metrics": metrics_port}
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:  # until /ready can be asked: the health port listens
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the baseline server exited ({proc.returncode}): {proc.stdout.read()}")
+                try:
+                    socket.create_connection(("127.0.0.1", health_port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the baseline server did not listen in {timeout}s") from None
+                    time.sleep(0.05)
+            wait_settled(served, max(1.0, deadline - time.monotonic()))
+            yield served
+        finally:
+            proc.terminate()  # Popen's exit waits for it: it stops within GRACEFUL_SHUTDOWN_TIMEOUT (2 s)
 
 
 def service_env(lake: Lake, **extra) -> dict[str, str]:
@@ -146,11 +247,11 @@ def peak_rss(pid: int) -> int:
     return int(m.group(1)) * 1024
 
 
-def storage_fetches(env: dict[str, str]) -> int:
-    # server_process yields once /health reports the server settled; metrics were up before that.
-    with urllib.request.urlopen(f"http://127.0.0.1:{env['METRICS_PORT']}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return int(float(re.search(r"^stellar_live_source_storage_fetches (\S+)$", text, re.M).group(1)))
+def storage_fetches(served: Served) -> int:
+    # The servers are yielded settled; metrics were up before that.
+    status, body = http_get(served.url("/metrics"))
+    assert status == 200, (status, body)
+    return int(float(re.search(r"^stellar_live_source_storage_fetches (\S+)$", body.decode(), re.M).group(1)))
 
 
 def keep(group: dict[str, float], name: str, value: float, better=max) -> None:
@@ -160,25 +261,43 @@ def keep(group: dict[str, float], name: str, value: float, better=max) -> None:
 BYTES: dict[str, int] = {}  # bytes received per lake, by whichever server ran first
 SECONDS: dict[tuple[str, str, int], float] = {}  # (lake, server, round) -> client seconds
 
-KINDS = ("ceiling", "service", "warm")
-CASES = [(name, kind, r) for name in SPECS for r in range(ROUNDS) for kind in KINDS]
 WARM_CACHE = "2GiB"  # holds either range whole
 
 
-@pytest.mark.parametrize("name,kind,round_", CASES, ids=[f"{n}-{k}-{r}" for n, k, r in CASES])
-def test_speed(benchmark, lakes, ceilings, name, kind, round_):
+def round_kinds(round_: int, baseline: bool) -> list[str]:
+    """The servers of one round, in order (see the module's docstring)."""
+    cold = ["service", "baseline"] if round_ % 2 == 0 else ["baseline", "service"]
+    return ["ceiling", *(cold if baseline else ["service"]), "warm"]
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.originalname == "test_speed":
+        rounds, baseline = metafunc.config.getoption("rounds"), metafunc.config.getoption("baseline_python")
+        cases = [(name, kind, r) for name in SPECS for r in range(rounds) for kind in round_kinds(r, bool(baseline))]
+        metafunc.parametrize("name,kind,round_", cases, ids=[f"{n}-{k}-{r}" for n, k, r in cases])
+
+
+def serving(kind: str, lake: Lake, ceiling: Callable[[], Served], baseline: str | None):
+    if kind == "ceiling":
+        return contextlib.nullcontext(ceiling())
+    env = service_env(lake, **({"CACHE_BYTES": WARM_CACHE} if kind == "warm" else {}))
+    return baseline_process(baseline, env) if kind == "baseline" else server_process(env)
+
+
+def test_speed(benchmark, lakes, ceilings, baseline_python, name, kind, round_):
     lake = lakes[name]
-    env = None if kind == "ceiling" else service_env(lake, **({"CACHE_BYTES": WARM_CACHE} if kind == "warm" else {}))
-    with server_process(env) if env else contextlib.nullcontext(ceilings(name)) as (addr, proc):
+    with serving(kind, lake, lambda: ceilings(name), baseline_python) as served:
         if kind == "warm":
-            run_client(addr, lake)  # fills the cache: not measured
-        fetched = storage_fetches(env) if env else 0
-        cpu = cpu_seconds(proc.pid)
-        got = benchmark.pedantic(run_client, (addr, lake), rounds=1, iterations=1)
-        cpu = cpu_seconds(proc.pid) - cpu
-        if env:
-            # Cold: each object of the range read from storage exactly once during the run; warm: none.
-            assert storage_fetches(env) - fetched == (lake.objects if kind == "service" else 0)
+            run_client(served.addr, lake)  # fills the cache: not measured
+        fetched = storage_fetches(served) if kind != "ceiling" else 0
+        cpu = cpu_seconds(served.proc.pid)
+        got = benchmark.pedantic(run_client, (served.addr, lake), rounds=1, iterations=1)
+        cpu = cpu_seconds(served.proc.pid) - cpu
+        if kind != "ceiling":
+            # Cold: each object of the range read from storage once during the run, but those held
+            # from start-up (none by the baseline); warm: none.
+            cold = lake.objects - (HELD if kind == "service" else 0)
+            assert storage_fetches(served) - fetched == (0 if kind == "warm" else cold)
     assert got["ledgers"] == lake.spec.count
     assert got["bytes"] == BYTES.setdefault(name, got["bytes"])  # the ceiling and the service send the same bytes
     assert got["bytes"] > lake.spec.cache_bytes
@@ -194,20 +313,24 @@ def test_speed(benchmark, lakes, ceilings, name, kind, round_):
     keep(group, f"{kind}_cpu_s/GB", figures["cpu_s/GB"], min)
     # Each round's own pair too: load from outside drifts less within a round than across the run.
     SECONDS[name, kind, round_] = secs
-    paired = [
-        SECONDS[name, "ceiling", r] / SECONDS[name, "service", r]
-        for r in range(ROUNDS)
-        if (name, "ceiling", r) in SECONDS and (name, "service", r) in SECONDS
-    ]
-    if paired:
-        group["paired_ratio"] = statistics.median(paired)
+    rounds = sorted({r for n, _, r in SECONDS if n == name})
+    for server, figure in (("service", "paired_ratio"), ("baseline", "baseline_paired_ratio")):
+        paired = [
+            SECONDS[name, "ceiling", r] / SECONDS[name, server, r]
+            for r in rounds
+            if (name, "ceiling", r) in SECONDS and (name, server, r) in SECONDS
+        ]
+        if paired:
+            group[figure] = statistics.median(paired)
+            group[f"{figure}_rounds"] = len(paired)
 
 
 def test_fanout(benchmark, lakes):
     lake = lakes["fanout"]
     env = service_env(lake, MAX_CONCURRENT_STREAMS=FANOUT_PROCS * FANOUT_STREAMS)
-    with server_process(env) as (addr, proc):
-        fetched, cpu = storage_fetches(env), cpu_seconds(proc.pid)
+    with server_process(env) as served:
+        addr, proc = served.addr, served.proc
+        fetched, cpu = storage_fetches(served), cpu_seconds(proc.pid)
 
         def fan_out() -> list[dict]:
             at = time.time() + 2.0  # every process connected before any stream starts
@@ -222,7 +345,7 @@ def test_fanout(benchmark, lakes):
 
         got = benchmark.pedantic(fan_out, rounds=1, iterations=1)
         cpu = cpu_seconds(proc.pid) - cpu
-        fetches = storage_fetches(env) - fetched
+        fetches = storage_fetches(served) - fetched
         rss = peak_rss(proc.pid)
     streams = FANOUT_PROCS * FANOUT_STREAMS
     assert all(g["min_stream_ledgers"] == lake.spec.count for g in got)
@@ -232,6 +355,7 @@ def test_fanout(benchmark, lakes):
         {
             "streams": streams,
             "objects": lake.objects,
+            "held": HELD,
             "fetches": fetches,
             "ledgers/s": streams * lake.spec.count / max(g["seconds"] for g in got),
             "cpu_s/GB": cpu / (total / 1e9),
@@ -241,4 +365,5 @@ def test_fanout(benchmark, lakes):
     )
     benchmark.group = "service-fanout"
     benchmark.extra_info.update(group)
-    assert fetches == lake.objects  # every object read from storage once, whatever the number of clients
+    # Every object read from storage once (the held one at start-up), whatever the number of clients.
+    assert fetches == lake.objects - HELD
