@@ -15,6 +15,7 @@ import argparse
 import json
 import threading
 import time
+from typing import Any
 
 import grpc
 
@@ -27,7 +28,7 @@ def open_stream(addr: str, start: int, end: int):
     """(channel, a call factory): connected before the clock starts."""
     channel = grpc.insecure_channel(addr, options=OPTIONS)
     grpc.channel_ready_future(channel).result(timeout=30)
-    call = channel.unary_stream(
+    call: grpc.UnaryStreamMultiCallable[Any, bytes] = channel.unary_stream(
         api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString, response_deserializer=None
     )  # raw bytes: nothing decoded
     return channel, lambda: call(api.StreamLedgersRequest(start_ledger=start, end_ledger=end), timeout=600)
