@@ -33,7 +33,7 @@ import pytest
 from tests.conftest import ROOT, needs_testdata
 from tests.service_storage_support import run_ledgers, s3_env
 from tests.service_support import env_for, server_process
-from tests.support.endpoints import moto_server, upload_folder_to_s3  # noqa: F401  (moto_server: a fixture)
+from tests.support.endpoints import moto_server, upload_folder_to_s3  # noqa: F401 - moto_server: a fixture, used by name
 from tests.support.faultproxy import FaultProxy
 
 from .conftest import RESULTS
@@ -61,7 +61,7 @@ class S3Lake:
 
 
 @pytest.fixture(scope="module")
-def s3_lake(moto_server, tmp_path_factory):  # noqa: F811
+def s3_lake(moto_server, tmp_path_factory):  # noqa: F811 - the fixture imported above, by its name
     # The 320 testnet ledgers cycled to 384, one per object: 384 GETs of ~5 KB.
     start, count = 64 * 100, 384
     folder = tmp_path_factory.mktemp("latency-lake")
