@@ -125,7 +125,7 @@ def ceilings(lakes):
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            ready, _, port = proc.stdout.readline().strip().partition(" ")
+            ready, _, port = proc.stdout.readline().strip().partition(" ")  # type: ignore[union-attr]  # stdout=PIPE
             if ready != "READY" or not port.isdigit():
                 proc.kill()
                 raise RuntimeError(f"the ceiling server did not start ({proc.wait()})")
@@ -202,7 +202,7 @@ def baseline_process(python: str, env: dict[str, str], timeout: float = 30) -> I
             deadline = time.monotonic() + timeout
             while True:  # until /ready can be asked: the health port listens
                 if proc.poll() is not None:
-                    raise RuntimeError(f"the baseline server exited ({proc.returncode}): {proc.stdout.read()}")
+                    raise RuntimeError(f"the baseline server exited ({proc.returncode}): {proc.stdout.read()}")  # type: ignore[union-attr]  # stdout=PIPE
                 try:
                     socket.create_connection(("127.0.0.1", health_port), timeout=0.2).close()
                     break
@@ -244,14 +244,14 @@ def cpu_seconds(pid: int) -> float:
 
 def peak_rss(pid: int) -> int:
     m = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-    return int(m.group(1)) * 1024
+    return int(m.group(1)) * 1024  # type: ignore[union-attr]  # Linux's status always has VmHWM
 
 
 def storage_fetches(served: Served) -> int:
     # The servers are yielded settled; metrics were up before that.
     status, body = http_get(served.url("/metrics"))
     assert status == 200, (status, body)
-    return int(float(re.search(r"^stellar_live_source_storage_fetches (\S+)$", body.decode(), re.M).group(1)))
+    return int(float(re.search(r"^stellar_live_source_storage_fetches (\S+)$", body.decode(), re.M).group(1)))  # type: ignore[union-attr]  # always exported
 
 
 def keep(group: dict[str, float], name: str, value: float, better=max) -> None:
@@ -281,7 +281,7 @@ def serving(kind: str, lake: Lake, ceiling: Callable[[], Served], baseline: str 
     if kind == "ceiling":
         return contextlib.nullcontext(ceiling())
     env = service_env(lake, **({"CACHE_BYTES": WARM_CACHE} if kind == "warm" else {}))
-    return baseline_process(baseline, env) if kind == "baseline" else server_process(env)
+    return baseline_process(baseline, env) if kind == "baseline" else server_process(env)  # type: ignore[arg-type]  # "baseline" implies --baseline-python
 
 
 def test_speed(benchmark, lakes, ceilings, baseline_python, name, kind, round_):
