@@ -6,7 +6,6 @@ into a bucket of either."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +21,6 @@ DUMMY_AWS_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 _AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lake_files(folder: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -123,9 +116,10 @@ def gcs_emulator() -> Iterator[str]:
     Use `gcs_env` to point the GCS clients of a test at it."""
     from gcp_storage_emulator.server import create_server
 
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()  # returns once its HTTP server is bound
+    # The emulator has no accessor for the port it bound: its HTTP server's address says.
+    port = server._api._httpd.server_address[1]
     try:
         yield f"127.0.0.1:{port}"
     finally:
