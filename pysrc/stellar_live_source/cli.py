@@ -226,9 +226,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
             extension=args.extension,
             network_passphrase=args.network_passphrase,
         )
+    except LiveSourceError:
+        raise
     except ValueError as exc:  # a gap between inputs, a renumber without inputs
-        if isinstance(exc, LiveSourceError):
-            raise
         raise UsageError(str(exc)) from None
     print(f"wrote {len(keys)} objects to {args.out}", file=sys.stderr)
     return 0

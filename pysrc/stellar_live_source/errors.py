@@ -217,7 +217,4 @@ def exit_code_for_status(status: str) -> int:
     of ours ends with (a deadline, an internal error)."""
     if status == "OK":
         return EXIT_OK
-    codes = {o.exit_code for o in OUTCOMES.values() if o.status == status}
-    if status == "DEADLINE_EXCEEDED" or not codes:
-        return 1
-    return max(codes)
+    return max((o.exit_code for o in OUTCOMES.values() if o.status == status), default=1)

@@ -265,33 +265,37 @@ class Lake:
             return False
         return start <= 0xFFFFFFFF and name == self.layout.partition_dir(start) + "/"
 
-    async def _first_object_key(self, prefix: str, start_after: str | None) -> str | None:
-        """The first key under ``prefix`` after ``start_after`` that is an object
-        of the layout, stepping over keys that are not."""
+    def _partition_of(self, key: str) -> str | None:
+        """The partition folder ("HHHHHHHH--a-b/") a key lies in, if it is one of the layout's."""
+        folder = key[: key.find("/") + 1]
+        return folder if folder and self._is_partition(folder) else None
+
+    def _object_key(self, key: str) -> str | None:
+        return key if self._is_object_key(key) else None
+
+    async def _first(self, prefix: str, start_after: str | None, pick: Callable[[str], str | None]) -> str | None:
+        """The first ``pick(key)`` that is not None over the keys under ``prefix``
+        after ``start_after``, listed a few at a time: keys that are not the
+        layout's are stepped over."""
         while True:
             keys = await self._list(prefix, start_after=start_after, limit=_LISTING)
             for key in keys:
-                if self._is_object_key(key):
-                    return key
+                if (found := pick(key)) is not None:
+                    return found
             if len(keys) < _LISTING:
                 return None
             start_after = keys[-1]
 
+    async def _first_object_key(self, prefix: str, start_after: str | None) -> str | None:
+        """The first key under ``prefix`` after ``start_after`` that is an object of the layout."""
+        return await self._first(prefix, start_after, self._object_key)
+
     async def _first_entry(self, prefix: str, start_after: str) -> str | None:
         """The first entry of the layout's next level under ``prefix`` after
-        ``start_after``: a partition folder ("HHHHHHHH--a-b/") at the top of a
-        partitioned layout, else an object key."""
-        if prefix or self.layout.files_per_partition == 1:
-            return await self._first_object_key(prefix, start_after)
-        while True:
-            keys = await self._list(prefix, start_after=start_after, limit=_LISTING)
-            for key in keys:
-                folder = key[: key.find("/") + 1]
-                if folder and self._is_partition(folder):
-                    return folder
-            if len(keys) < _LISTING:
-                return None
-            start_after = keys[-1]
+        ``start_after``: a partition folder at the top of a partitioned
+        layout, else an object key."""
+        partitioned = not prefix and self.layout.files_per_partition > 1
+        return await self._first(prefix, start_after, self._partition_of if partitioned else self._object_key)
 
     # -- the ends of the lake --
     async def newest(self, refresh: bool = False) -> int | None:
