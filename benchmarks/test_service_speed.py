@@ -199,18 +199,7 @@ def baseline_process(python: str, env: dict[str, str], timeout: float = 30) -> I
             f"127.0.0.1:{grpc_port}", proc, {"grpc": grpc_port, "health": health_port, "metrics": metrics_port}
         )
         try:
-            deadline = time.monotonic() + timeout
-            while True:  # until /ready can be asked: the health port listens
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the baseline server exited ({proc.returncode}): {proc.stdout.read()}")  # type: ignore[union-attr]  # stdout=PIPE
-                try:
-                    socket.create_connection(("127.0.0.1", health_port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"the baseline server did not listen in {timeout}s") from None
-                    time.sleep(0.05)
-            wait_settled(served, max(1.0, deadline - time.monotonic()))
+            wait_settled(served, timeout)
             yield served
         finally:
             proc.terminate()  # Popen's exit waits for it: it stops within GRACEFUL_SHUTDOWN_TIMEOUT (2 s)

@@ -144,12 +144,17 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
 def wait_settled(served: Served, timeout: float = 30) -> None:
     """Until /ready says ready and /health shows start-up's own reads done:
     the newest ledger, then the oldest, looked up in the background once
-    ready (an empty lake has neither)."""
+    ready (an empty lake has neither). A health port not listening yet is
+    asked again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if served.proc.poll() is not None:
-            raise RuntimeError(f"the server exited ({served.proc.returncode})")
-        status, body = http_get(served.url("/ready"), timeout=5)
+            out = served.proc.stdout.read() if served.proc.stdout else ""
+            raise RuntimeError(f"the server exited ({served.proc.returncode}): {out}")
+        try:
+            status, body = http_get(served.url("/ready"), timeout=5)
+        except OSError:  # not listening yet
+            status, body = 0, b"{}"
         report = json.loads(body)
         if status == 200 and (report["newest_ledger"] is None or report["oldest_ledger"] is not None):
             return
