@@ -49,7 +49,7 @@ def storage_for(kind: str, *, bucket: str, **given: Any) -> Storage:
         "endpoint": None,
         "force_path_style": False,
         "timeout": d.timeout,
-        "pool_size": d.pool_size,
+        "max_inflight": d.pool_size,
     }
     return open_storage(kind, bucket=bucket, **(kw | given))
 

@@ -143,7 +143,7 @@ def test_get_returns_the_exact_bytes_and_a_missing_key_is_not_found(lake):
         assert all(g == LAKE[BIG] for g in got)
         assert s.threads <= 4
 
-    run(body, lake.open(pool_size=4))
+    run(body, lake.open(max_inflight=4))
 
 
 PREFIXES = [
@@ -293,7 +293,7 @@ needs_nowait = pytest.mark.skipif(storage_mod._RWF_NOWAIT is None, reason="no pr
 
 @needs_nowait
 def test_a_folder_reads_small_cached_objects_on_the_loop_and_the_rest_in_the_pool(tmp_path):
-    s = folder(write_tree(tmp_path, LAKE), pool_size=4)
+    s = folder(write_tree(tmp_path, LAKE), max_inflight=4)
     s.INLINE_MAX_BYTES = 100_000  # BIG (200 kB) is over it
 
     async def body(s: FolderStorage):
@@ -326,7 +326,7 @@ def test_a_folder_object_not_in_the_page_cache_is_read_in_the_pool(tmp_path):
             pytest.skip("this filesystem keeps the file cached (tmpfs?)")
     finally:
         os.close(fd)
-    s = folder(tmp_path, pool_size=4)
+    s = folder(tmp_path, max_inflight=4)
 
     async def body(s: FolderStorage):
         assert await s.get(BIG) == LAKE[BIG]
@@ -338,7 +338,7 @@ def test_a_folder_object_not_in_the_page_cache_is_read_in_the_pool(tmp_path):
 
 @needs_nowait
 def test_a_few_slow_inline_reads_send_every_later_read_to_the_pool(tmp_path):
-    s = folder(write_tree(tmp_path, LAKE), pool_size=4)
+    s = folder(write_tree(tmp_path, LAKE), max_inflight=4)
     s.INLINE_SLOW = -1.0  # every read is slow, as on a mount where open() waits for the network
 
     async def body(s: FolderStorage):

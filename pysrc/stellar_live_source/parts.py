@@ -34,7 +34,7 @@ def storage_for(config: Config) -> Storage:
         endpoint=st.endpoint or None,
         force_path_style=st.force_path_style,
         timeout=st.timeout,
-        pool_size=st.pool_size,
+        max_inflight=st.pool_size,
     )
 
 

@@ -48,17 +48,17 @@ class Storage(abc.ABC):
     kind: str
     description: str
 
-    def __init__(self, description: str, timeout: float, pool_size: int) -> None:
+    def __init__(self, description: str, timeout: float, max_inflight: int) -> None:
         self.description = description
         self.timeout = timeout
         self.stats: dict[str, int] = {"get": 0, "get_bytes": 0, "get_inline": 0, "list": 0, "errors": 0, "not_found": 0}
         self._thread_name = f"lake-{self.kind.lower()}-{next(_instances)}"
-        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=self._thread_name)
+        self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix=self._thread_name)
         self._closed = False
 
     @property
     def threads(self) -> int:
-        """Threads the pool has started (started on demand, they stay; at most pool_size)."""
+        """Threads the pool has started (started on demand, they stay; at most max_inflight)."""
         return sum(1 for t in threading.enumerate() if t.name.startswith(self._thread_name + "_"))
 
     # The blocking halves, run in the pool. They raise only the errors above.
@@ -94,13 +94,19 @@ class Storage(abc.ABC):
             # The thread may still be blocked; the client timeouts will end it.
             raise StorageError(f"{self.description}: {what}: no answer within {budget:.1f}s") from None
 
-    async def get(self, key: str) -> bytes:
-        """The whole object; raises ObjectNotFound or StorageError."""
+    async def get(self, key: str, on_size: Callable[[int], None] | None = None) -> bytes:
+        """The whole object; raises ObjectNotFound or StorageError. ``on_size``,
+        if given, is called once with the object's size as soon as it is known
+        (before the body arrives, where the backend can tell)."""
         self.stats["get"] += 1
         data = None if self._closed else self._get_now(key)
         if data is None:
             data = await self._call(f"get {key!r}", self.timeout, self._get, key)
+            if on_size is not None:
+                on_size(len(data))
         else:
+            if on_size is not None:
+                on_size(len(data))
             self.stats["get_inline"] += 1
         self.stats["get_bytes"] += len(data)
         return data
@@ -149,13 +155,13 @@ class FolderStorage(Storage):
     INLINE_SLOW = 0.005  # seconds: an inline read slower than this is slow
     INLINE_SLOW_READS = 3  # this many slow inline reads stop inline reads
 
-    def __init__(self, folder: str, prefix: str, timeout: float, pool_size: int) -> None:
+    def __init__(self, folder: str, prefix: str, timeout: float, max_inflight: int) -> None:
         if not folder:
             raise StorageConfigError("FS storage needs a folder path")
         self._folder = os.path.abspath(folder)
         root = _root(prefix)
         self._root = os.path.join(self._folder, root) if root else self._folder
-        super().__init__(self._folder.rstrip("/") + "/" + root, timeout, pool_size)
+        super().__init__(self._folder.rstrip("/") + "/" + root, timeout, max_inflight)
         self.inline = _RWF_NOWAIT is not None
         self._slow_reads = 0
 
@@ -291,7 +297,7 @@ class S3Storage(Storage):
         endpoint: str | None,
         force_path_style: bool,
         timeout: float,
-        pool_size: int,
+        max_inflight: int,
     ) -> None:
         import boto3
         import botocore.config
@@ -301,9 +307,9 @@ class S3Storage(Storage):
         self._ClientError = ClientError
         self._transient = (BotoCoreError, HTTPError, OSError)
         self._bucket, self._root = bucket, _root(prefix)
-        super().__init__(f"s3://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, pool_size)
+        super().__init__(f"s3://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, max_inflight)
         config = botocore.config.Config(
-            max_pool_connections=pool_size,
+            max_pool_connections=max_inflight,
             connect_timeout=timeout,
             read_timeout=timeout,
             # One attempt: callers own the retry policy. (botocore's "max_attempts"
@@ -381,7 +387,7 @@ class GCSStorage(Storage):
 
     kind = "GCS"
 
-    def __init__(self, bucket: str, prefix: str, endpoint: str | None, timeout: float, pool_size: int) -> None:
+    def __init__(self, bucket: str, prefix: str, endpoint: str | None, timeout: float, max_inflight: int) -> None:
         import requests
         from google.api_core import exceptions as api_exc
         from google.auth import exceptions as auth_exc
@@ -397,7 +403,7 @@ class GCSStorage(Storage):
             OSError,
         )
         self._bucket_name, self._root = bucket, _root(prefix)
-        super().__init__(f"gs://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, pool_size)
+        super().__init__(f"gs://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, max_inflight)
         kw: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
         if os.environ.get("STORAGE_EMULATOR_HOST"):
             kw["project"] = os.environ.get("GOOGLE_CLOUD_PROJECT") or "test"  # anonymous credentials follow
@@ -407,7 +413,7 @@ class GCSStorage(Storage):
             self._pool.shutdown(wait=False)
             raise StorageConfigError(f"{self.description}: {e}") from e
         # requests keeps 10 connections per host by default; match the pool instead.
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=pool_size)
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max_inflight)
         for scheme in ("https://", "http://"):
             self._client._http.mount(scheme, adapter)
         self._bucket = self._client.bucket(bucket)
@@ -488,7 +494,7 @@ def open_storage(
     endpoint: str | None,
     force_path_style: bool,
     timeout: float,
-    pool_size: int,
+    max_inflight: int,
 ) -> Storage:
     """One Storage per lake, shared by all its streams. `kind` is FS, S3 or GCS.
     Nothing is asked of the bucket until the first call; check() asks first."""
@@ -496,9 +502,9 @@ def open_storage(
     if not bucket:
         raise StorageConfigError(f"{kind} storage needs a bucket (or folder)")
     if kind == "FS":
-        return FolderStorage(bucket, prefix, timeout, pool_size)
+        return FolderStorage(bucket, prefix, timeout, max_inflight)
     if kind == "S3":
-        return S3Storage(bucket, prefix, region, endpoint, force_path_style, timeout, pool_size)
+        return S3Storage(bucket, prefix, region, endpoint, force_path_style, timeout, max_inflight)
     if kind == "GCS":
-        return GCSStorage(bucket, prefix, endpoint, timeout, pool_size)
+        return GCSStorage(bucket, prefix, endpoint, timeout, max_inflight)
     raise StorageConfigError(f"unknown storage type {kind!r}: expected FS, S3 or GCS")
