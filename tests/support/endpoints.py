@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -110,12 +111,57 @@ def moto_server() -> Iterator[str]:
             server.stop()
 
 
+def _with_object_dates(download):
+    """The emulator's download handler, answering with Last-Modified and ETag as
+    real GCS does (obstore refuses an object answer without Last-Modified)."""
+    from email.utils import formatdate
+
+    def handler(request, response, storage, *args, **kwargs):
+        download(request, response, storage, *args, **kwargs)
+        if response.status < 300:
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+            stamp = datetime.fromisoformat(obj["updated"].replace("Z", "+00:00")).timestamp()
+            response["Last-Modified"] = formatdate(stamp, usegmt=True)
+            response["ETag"] = '"' + obj["md5Hash"] + '"'
+
+    return handler
+
+
+def _shim_emulator_downloads() -> None:
+    """Two gaps of the emulator's XML-API object route (``/BUCKET/NAME``), the
+    one obstore reads through: dates in the answer, and a path that escapes
+    more than it must (real GCS decodes ``%2D`` in a bucket name; the
+    emulator's route patterns do not)."""
+    from urllib.parse import unquote
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.handlers import objects
+
+    if getattr(server, "_lake_shim", False):
+        return
+    server._lake_shim = True
+    for _, methods in server.HANDLERS:
+        for method, handler in methods.items():
+            if handler is objects.download:
+                methods[method] = _with_object_dates(handler)
+    json_api = ("/storage/", "/upload/", "/download/", "/batch/", "/b/")
+    plain_path = server.Request.path
+
+    def path(self):
+        raw = plain_path.fget(self)
+        return raw if raw.startswith(json_api) else unquote(raw)
+
+    server.Request.path = property(path)
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[str]:
     """gcp-storage-emulator in a thread, in memory; yields "127.0.0.1:PORT".
-    Use `gcs_env` to point the GCS clients of a test at it."""
+    Use `gcs_env` to point the GCS clients of a test at it. Its object downloads
+    carry the dates real GCS sends (the one shim: see _with_object_dates)."""
     from gcp_storage_emulator.server import create_server
 
+    _shim_emulator_downloads()
     server = create_server("127.0.0.1", 0, in_memory=True)
     server.start()  # returns once its HTTP server is bound
     # The emulator has no accessor for the port it bound: its HTTP server's address says.

@@ -1,11 +1,13 @@
-"""Async object storage behind one small interface: a local folder (FS), S3 or
-any S3-compatible endpoint, and GCS. Keys are relative to the lake root.
+"""Async object storage behind one small interface: a local folder (FS) here,
+S3 (or any S3-compatible endpoint) and GCS in ``remote``. Keys are relative to
+the lake root.
 
-Each Storage owns one bounded thread pool and one client, shared by all streams
-of the lake; every call that may block runs in that pool under an asyncio
-deadline, so a slow or hung backend costs a StorageError, never a stalled event
-loop. (A folder's small objects already in the page cache are read on the loop
-with a read that cannot block: see FolderStorage.)"""
+Each Storage is shared by all streams of the lake and owns one bounded thread
+pool; every call that may block runs in that pool under an asyncio deadline,
+so a slow or hung backend costs a StorageError, never a stalled event loop.
+(A folder's small objects already in the page cache are read on the loop with
+a read that cannot block: see FolderStorage. Remote reads are async through
+obstore and use no thread of the pool.)"""
 
 from __future__ import annotations
 
@@ -270,221 +272,6 @@ class FolderStorage(Storage):
             raise StorageConfigError(f"{self.description}: the lake folder can't be read: {e}") from e
 
 
-class S3Storage(Storage):
-    """S3 or an S3-compatible endpoint, through one boto3 client."""
-
-    kind = "S3"
-    # Codes that mean the configuration is wrong, not that the call was unlucky.
-    _CONFIG_CODES = {
-        "NoSuchBucket",
-        "404",
-        "AccessDenied",
-        "403",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidBucketName",
-        "PermanentRedirect",
-        "301",
-        "AuthorizationHeaderMalformed",
-    }
-
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str,
-        region: str | None,
-        endpoint: str | None,
-        force_path_style: bool,
-        timeout: float,
-        max_inflight: int,
-    ) -> None:
-        import boto3
-        import botocore.config
-        from botocore.exceptions import BotoCoreError, ClientError
-        from urllib3.exceptions import HTTPError
-
-        self._ClientError = ClientError
-        self._transient = (BotoCoreError, HTTPError, OSError)
-        self._bucket, self._root = bucket, _root(prefix)
-        super().__init__(f"s3://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, max_inflight)
-        config = botocore.config.Config(
-            max_pool_connections=max_inflight,
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            # One attempt: callers own the retry policy. (botocore's "max_attempts"
-            # counts retries, so {"max_attempts": 1} would mean two attempts.)
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": "path" if force_path_style else "auto"},
-            region_name=region,
-        )
-        try:
-            self._client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
-        except (BotoCoreError, ValueError) as e:
-            self._pool.shutdown(wait=False)
-            raise StorageConfigError(f"{self.description}: {e}") from e
-
-    def _fail(self, what: str, e: Exception) -> StorageError:
-        return StorageError(f"{self.description}: {what}: {type(e).__name__}: {e}")
-
-    def _get(self, key: str) -> bytes:
-        try:
-            resp = self._client.get_object(Bucket=self._bucket, Key=self._root + key)
-            with resp["Body"] as body:
-                data = body.read()  # botocore also checks the length; this is the belt
-        except self._ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise ObjectNotFound(f"{self.description}: no object {key!r}") from None
-            raise self._fail(f"get {key!r}", e) from e
-        except self._transient as e:
-            raise self._fail(f"get {key!r}", e) from e
-        expected = resp.get("ContentLength")
-        if expected is not None and len(data) != expected:
-            raise StorageError(f"{self.description}: get {key!r}: truncated body, {len(data)} of {expected} bytes")
-        return data
-
-    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[str]:
-        n = len(self._root)
-        after = self._root + start_after if start_after is not None else None
-        out: list[str] = []
-        try:
-            while len(out) < limit:
-                kw: dict[str, Any] = {"StartAfter": after} if after is not None else {}
-                resp = self._client.list_objects_v2(
-                    Bucket=self._bucket, Prefix=self._root + prefix, MaxKeys=min(_PAGE, limit - len(out)), **kw
-                )
-                keys = [o["Key"] for o in resp.get("Contents", ())]
-                # "folder/" marker objects have no counterpart in a folder lake.
-                out += [k[n:] for k in keys if not k.endswith("/")]
-                if not keys or not resp.get("IsTruncated"):
-                    break
-                after = keys[-1]  # paging by StartAfter works on every S3 look-alike
-        except (self._ClientError, *self._transient) as e:
-            raise self._fail(f"list {prefix!r}", e) from e
-        return out[:limit]
-
-    def _check(self) -> None:
-        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
-
-        try:
-            self._client.list_objects_v2(Bucket=self._bucket, Prefix=self._root, MaxKeys=1)
-        except self._ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            if code in self._CONFIG_CODES:
-                raise StorageConfigError(f"{self.description}: {code}: {e}") from e
-            raise self._fail("check", e) from e
-        except (NoCredentialsError, PartialCredentialsError) as e:
-            raise StorageConfigError(f"{self.description}: {e}") from e
-        except self._transient as e:
-            raise self._fail("check", e) from e
-
-    def _close_client(self) -> None:
-        self._client.close()
-
-
-class GCSStorage(Storage):
-    """Google Cloud Storage (or the emulator named by STORAGE_EMULATOR_HOST)."""
-
-    kind = "GCS"
-
-    def __init__(self, bucket: str, prefix: str, endpoint: str | None, timeout: float, max_inflight: int) -> None:
-        import requests
-        from google.api_core import exceptions as api_exc
-        from google.auth import exceptions as auth_exc
-        from google.cloud import storage
-        from google.cloud.storage.exceptions import DataCorruption
-
-        self._NotFound, self._Forbidden = api_exc.NotFound, (api_exc.Forbidden, api_exc.Unauthorized)
-        self._transient = (
-            api_exc.GoogleAPIError,
-            requests.RequestException,
-            auth_exc.GoogleAuthError,
-            DataCorruption,
-            OSError,
-        )
-        self._bucket_name, self._root = bucket, _root(prefix)
-        super().__init__(f"gs://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, max_inflight)
-        kw: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
-        if os.environ.get("STORAGE_EMULATOR_HOST"):
-            kw["project"] = os.environ.get("GOOGLE_CLOUD_PROJECT") or "test"  # anonymous credentials follow
-        try:
-            self._client = storage.Client(**kw)
-        except (auth_exc.GoogleAuthError, ValueError) as e:
-            self._pool.shutdown(wait=False)
-            raise StorageConfigError(f"{self.description}: {e}") from e
-        # requests keeps 10 connections per host by default; match the pool instead.
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=max_inflight)
-        for scheme in ("https://", "http://"):
-            self._client._http.mount(scheme, adapter)
-        self._bucket = self._client.bucket(bucket)
-
-    def _fail(self, what: str, e: Exception) -> StorageError:
-        return StorageError(f"{self.description}: {what}: {type(e).__name__}: {e}")
-
-    def _get(self, key: str) -> bytes:
-        # retry=None: one attempt, like S3; md5 plus urllib3's Content-Length check
-        # turn a truncated body into an error. Also a missing bucket reads as 404.
-        try:
-            return self._bucket.blob(self._root + key).download_as_bytes(
-                timeout=self.timeout, checksum="md5", retry=None
-            )
-        except self._NotFound:
-            raise ObjectNotFound(f"{self.description}: no object {key!r}") from None
-        except self._transient as e:
-            raise self._fail(f"get {key!r}", e) from e
-
-    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[str]:
-        n = len(self._root)
-        after = self._root + start_after if start_after is not None else None
-        out: list[str] = []
-        try:
-            # start_offset is inclusive, hence one extra result. The gcp-storage-emulator
-            # ignores start_offset, max_results and paging, so filter and cut here too.
-            blobs = self._client.list_blobs(
-                self._bucket,
-                prefix=self._root + prefix,
-                start_offset=after,
-                fields="items(name),nextPageToken",
-                max_results=limit + (after is not None),
-                timeout=self.timeout,
-                retry=None,
-            )
-            for blob in blobs:
-                name = blob.name
-                if (after is None or name > after) and not name.endswith("/"):
-                    out.append(name[n:])
-                    if len(out) >= limit:
-                        break
-        except self._transient as e:
-            raise self._fail(f"list {prefix!r}", e) from e
-        return out
-
-    def _check(self) -> None:
-        # Listing needs only storage.objects.list, which reading needs anyway;
-        # bucket metadata would need storage.buckets.get, which readers often lack.
-        try:
-            next(
-                iter(
-                    self._client.list_blobs(
-                        self._bucket,
-                        prefix=self._root,
-                        max_results=1,
-                        fields="items(name)",
-                        timeout=self.timeout,
-                        retry=None,
-                    )
-                ),
-                None,
-            )
-        except (self._NotFound, *self._Forbidden) as e:
-            raise StorageConfigError(f"{self.description}: {type(e).__name__}: {e}") from e
-        except self._transient as e:
-            raise self._fail("check", e) from e
-
-    def _close_client(self) -> None:
-        self._client.close()
-
-
 def open_storage(
     kind: str,
     *,
@@ -503,6 +290,8 @@ def open_storage(
         raise StorageConfigError(f"{kind} storage needs a bucket (or folder)")
     if kind == "FS":
         return FolderStorage(bucket, prefix, timeout, max_inflight)
+    from .remote import GCSStorage, S3Storage
+
     if kind == "S3":
         return S3Storage(bucket, prefix, region, endpoint, force_path_style, timeout, max_inflight)
     if kind == "GCS":
