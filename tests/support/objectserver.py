@@ -23,7 +23,8 @@ TOKEN (google-auth's refresh, pointed here by a credentials file's
 It runs its own event loop in its own thread (``with ObjectServer() as s``),
 or as a process of its own for benchmarks, whose CPU is then measured apart:
 ``python -m tests.support.objectserver --bucket B --folder DIR [--delay S]``
-prints the port it bound and serves until stdin closes.
+prints the port it bound and serves until stdin closes (with ``--stats``,
+then prints its counts and CPU seconds as one JSON line).
 
 Counts (``stats``): requests by operation, answers by status, connections
 open now, requests in flight now and at most, and requests whose connection
@@ -113,6 +114,8 @@ class ObjectServer:
         self.buckets: dict[str, _Bucket] = {}
         self.delay = delay
         self.auth = auth
+        # What POST /token hands out: the token accepted at start (changing auth later does not change it).
+        self.issued_token = self.token or "token"
         self.fail_rate = self.reset_rate = self.truncate_rate = 0.0
         self._rules: dict[str, str | int] = {}
         self._rng = random.Random(seed)
@@ -237,7 +240,7 @@ class ObjectServer:
         path, query = unquote(url.path), dict(parse_qsl(url.query, keep_blank_values=True))
         if method == "POST" and path == "/token":
             self.stats["token"] += 1
-            return _json({"access_token": self.token or "token", "expires_in": 3600, "token_type": "Bearer"})
+            return _json({"access_token": self.issued_token, "expires_in": 3600, "token_type": "Bearer"})
         if method not in ("GET", "HEAD"):
             return _error("s3", 405, "MethodNotAllowed", f"{method} is not served here")
         if self.auth is not None:
@@ -270,14 +273,15 @@ class ObjectServer:
 
     def _refuse(self, authorization: str) -> tuple[int, list[tuple[str, str]], bytes] | None:
         schemes = (self.auth or "").split(",")
-        if "s3" in schemes and authorization.startswith("AWS4-HMAC-SHA256 Credential="):
+        signed = authorization.startswith("AWS4-HMAC-SHA256 Credential=")
+        if signed and "s3" in schemes:
             return None
         if self.token is not None and authorization == "Bearer " + self.token:
             return None
         self.stats["refused"] += 1
-        if authorization.startswith("Bearer ") or "s3" not in schemes:
-            return _error("gcs", 401, "", "no valid bearer token")
-        return _error("s3", 403, "AccessDenied", "no SigV4 signature")
+        if signed or (not authorization and "s3" in schemes):  # answered as S3 would
+            return _error("s3", 403, "AccessDenied", "access denied")
+        return _error("gcs", 401, "", "no valid bearer token")
 
     def _s3_list(self, name: str, bucket: _Bucket, q: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         if q.get("list-type") != "2":
@@ -566,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--delay", type=float, default=0.0, help="seconds added before every answer")
     p.add_argument("--auth", default=None, help='what is accepted, comma-separated: "s3", "bearer:TOKEN"')
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--stats", action="store_true", help="on exit, print the counts and the CPU used as one JSON line")
     args = p.parse_args(argv)
     server = ObjectServer(delay=args.delay, auth=args.auth)
     server.load_folder(args.bucket, args.folder, args.prefix)
@@ -578,6 +583,8 @@ def main(argv: list[str] | None = None) -> None:
         await server.close()
 
     asyncio.run(run())
+    if args.stats:  # read by benchmarks: what was asked and answered, and this process's CPU (all threads)
+        print(json.dumps({**server.stats, "cpu_s": time.process_time()}), flush=True)
 
 
 if __name__ == "__main__":
