@@ -2,11 +2,14 @@
 counting messages and raw bytes, decoding nothing. Run it as a subprocess so
 it has its own core and GIL; it prints one JSON line.
 
-    python benchmarks/count_client.py ADDR START END [--streams K] [--at UNIX_TIME]
+    python benchmarks/count_client.py ADDR START END [--streams K] [--at UNIX_TIME] [--mark N]
 
 With ``--streams K`` it runs K streams at once, one channel (one connection)
 each, in threads; ``--at`` starts them at a wall-clock time, so several
-client processes start together.
+client processes start together. ``--mark N`` (one stream) also prints a
+JSON line the moment the N-th ledger arrives, so a warm-up can be cut off:
+the final line then gives the ledgers, bytes and seconds after the mark, and
+the client's own CPU seconds in both lines.
 """
 
 from __future__ import annotations
@@ -66,6 +69,24 @@ def count(addr: str, start: int, end: int, streams: int = 1, at: float | None = 
     }
 
 
+def count_after_mark(addr: str, start: int, end: int, mark: int) -> dict:
+    channel, make = open_stream(addr, start, end)
+    n = b = 0
+    t_mark = None
+    for msg in make():
+        n += 1
+        if t_mark is not None:
+            b += len(msg)
+        elif n == mark:
+            t_mark = time.perf_counter()
+            print(json.dumps({"mark": n, "cpu": time.process_time()}), flush=True)
+    last = time.perf_counter()
+    channel.close()
+    if t_mark is None:
+        raise SystemExit(f"the stream ended after {n} ledgers, before the mark")
+    return {"ledgers": n - mark, "bytes": b, "seconds": last - t_mark, "cpu": time.process_time()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("addr")
@@ -73,8 +94,12 @@ def main() -> None:
     p.add_argument("end", type=int)
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--at", type=float)
+    p.add_argument("--mark", type=int)
     a = p.parse_args()
-    print(json.dumps(count(a.addr, a.start, a.end, a.streams, a.at)), flush=True)
+    if a.mark:
+        print(json.dumps(count_after_mark(a.addr, a.start, a.end, a.mark)), flush=True)
+    else:
+        print(json.dumps(count(a.addr, a.start, a.end, a.streams, a.at)), flush=True)
 
 
 if __name__ == "__main__":
