@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -113,10 +114,21 @@ def moto_server() -> Iterator[str]:
 
 def _with_object_dates(download):
     """The emulator's download handler, answering with Last-Modified and ETag as
-    real GCS does (obstore refuses an object answer without Last-Modified)."""
+    real GCS does (obstore refuses an object answer without Last-Modified),
+    and 416 for a range of an empty object."""
     from email.utils import formatdate
 
+    from gcp_storage_emulator.exceptions import NotFound
+
     def handler(request, response, storage, *args, **kwargs):
+        if request.get_header("range", None):
+            try:
+                empty = not storage.get_file(request.params["bucket_name"], request.params["object_id"])
+            except NotFound:
+                empty = False  # the download says 404
+            if empty:  # as GCS answers; the emulator would send "Content-Range: bytes 0--1/0"
+                response.status = HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
+                return
         download(request, response, storage, *args, **kwargs)
         if response.status < 300:
             obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])

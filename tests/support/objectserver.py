@@ -543,7 +543,7 @@ class _Connection(asyncio.Protocol):
         if headers.get("connection", "").lower() == "close":
             lines.append("Connection: close")
         out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if fault == "truncate" and status == 200 and method == "GET" and len(body) > 1:
+        if fault == "truncate" and status in (200, 206) and method == "GET" and len(body) > 1:
             s.stats["truncated"] += 1
             self._done()
             t.write(out + body[: len(body) // 2])
