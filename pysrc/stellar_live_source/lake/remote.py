@@ -99,7 +99,7 @@ class RemoteStorage(Storage):
             raise StorageError(f"{self.description}: get {key!r}: truncated body, {len(data)} of {size} bytes")
         self.stats["get_bytes"] += size
         # obstore.Bytes, not bytes: a read-only buffer the core decodes in place (no copy).
-        return data  # type: ignore[return-value]
+        return data
 
     async def _whole(self, path: str) -> Any:
         import obstore
