@@ -32,7 +32,37 @@ SPEED = [
         None,
         "service from its cache (nothing read or decoded) vs ceiling, small",
     ),
-    ("storage-latency", "service_s", "bare_s", 0.8, "service / bare boto3 objects per second, 50 ms per request"),
+    (
+        "storage-latency",
+        "service_s",
+        "bare_s",
+        0.8,
+        "service (defaults) / bare obstore loop with the service's read-ahead slots in flight, objects per second, "
+        "fake object server adding 50 ms per request",
+    ),
+    (
+        "storage-latency-moto",
+        "service_s",
+        "bare_s",
+        None,
+        "the same against moto + 50 ms (moto sets the pace: no goal)",
+    ),
+    # CPU per object read: ratio = the bare client's / the project's (above 1: the project's costs less)
+    ("storage-clients", "s3_cpu_ms", "boto3_cpu_ms", None, "CPU per object, bare boto3 / the project's S3Storage"),
+    (
+        "storage-clients",
+        "gcs_cpu_ms",
+        "gcs-lib_cpu_ms",
+        None,
+        "CPU per object, bare google-cloud-storage / the project's GCSStorage",
+    ),
+    (
+        "storage-clients",
+        "s3_cpu_ms",
+        "obstore_cpu_ms",
+        None,
+        "CPU per object, bare obstore / the project's S3Storage (below 1: what the wrapper adds)",
+    ),
     *(
         (f"service-{size}", "baseline_s", "ceiling_s", None, f"baseline build vs transport ceiling, {size}, cold")
         for size in ("large", "small")
@@ -52,6 +82,15 @@ AB = [
 LIMITS = [
     ("service-fanout", "peak_rss_MiB", "limit_MiB", "peak RSS", "MiB", "CACHE_BYTES + 256 MiB"),
     ("tip-latency", "max_ms", "goal_ms", "worst", "ms", "poll interval + 100 ms"),
+    *(
+        ("storage-clients", f"{c}_cpu_ms", "goal_cpu_ms", f"the project's {api} CPU per object read", "ms", "issue 12")
+        for c, api in (
+            ("s3", "S3Storage (signed), get with on_size,"),
+            ("s3-ranged", "S3Storage (signed), get as one ranged GET,"),
+            ("gcs", "GCSStorage (token), get with on_size,"),
+            ("gcs-ranged", "GCSStorage (token), get as one ranged GET,"),
+        )
+    ),
 ]
 
 # (group, name, unit): absolute figures printed beside the ratios
@@ -70,9 +109,20 @@ FIGURES = [
     ("service-fanout", "streams", "concurrent streams"),
     ("service-fanout", "ledgers/s", "ledgers/s, all streams together"),
     ("service-fanout", "cpu_s/GB", "server CPU-seconds per GB"),
-    *(("storage-latency", f"{kind}_objects/s", "objects/s, 16 at once, best round") for kind in ("bare", "service")),
-    ("storage-latency", "service_gets", "GET requests during the service's stream"),
-    ("storage-latency", "service_lists", "LIST requests during the service's stream"),
+    ("storage-latency", "bare_inflight", "reads in flight, bare loop (STORAGE_MAX_INFLIGHT - 8)"),
+    *(
+        (group, f"{kind}_objects/s", "objects/s, best round")
+        for group in ("storage-latency", "storage-latency-moto")
+        for kind in ("bare", "service")
+    ),
+    ("storage-latency", "service_gets", "object reads during the service's stream"),
+    ("storage-latency", "service_other_requests", "other requests of the service (start-up's listings, look-ups)"),
+    ("storage-latency", "service_lists", "LIST requests over the service's life (start-up's searches)"),
+    *(
+        ("storage-clients", f"{c}_{name}", unit)
+        for c in ("s3", "s3-ranged", "gcs", "gcs-ranged", "obstore", "boto3", "gcs-lib")
+        for name, unit in (("cpu_ms", "ms CPU per object read, median"), ("objects/s", "objects/s, median"))
+    ),
     *(
         ("tip-latency", f"{q}_ms", "ms from landing to arrival, 1 ledger per object, poll 1 s")
         for q in ("p95", "p50", "min")
@@ -116,9 +166,8 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
         got = results.get(group, {})
         if figure in got and limit in got:
             verdict = "met" if got[figure] <= got[limit] else "NOT met"
-            lines.append(
-                f"{group}: {what} {got[figure]:,.0f} {unit}, goal at most {got[limit]:,.0f} {unit} ({basis}): {verdict}"
-            )
+            figure_, limit_ = _num(got[figure]), _num(got[limit])
+            lines.append(f"{group}: {what} {figure_} {unit}, goal at most {limit_} {unit} ({basis}): {verdict}")
     for group, times in sorted(results.items()):
         if "size" in times:
             for name, t in sorted(times.items()):
