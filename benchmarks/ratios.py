@@ -109,11 +109,16 @@ FIGURES = [
     ("service-fanout", "streams", "concurrent streams"),
     ("service-fanout", "ledgers/s", "ledgers/s, all streams together"),
     ("service-fanout", "cpu_s/GB", "server CPU-seconds per GB"),
+    ("storage-latency", "paired_ratio", "service/bare, median of the rounds' own pairs"),
     ("storage-latency", "bare_inflight", "reads in flight, bare loop (STORAGE_MAX_INFLIGHT - 8)"),
     *(
         (group, f"{kind}_objects/s", "objects/s, best round")
         for group in ("storage-latency", "storage-latency-moto")
         for kind in ("bare", "service")
+    ),
+    *(
+        ("storage-latency", f"{kind}_cpu_ms", f"ms of {what} CPU per object (all threads), lowest round")
+        for kind, what in (("bare", "the bare loop's"), ("service", "the service's"))
     ),
     ("storage-latency", "service_gets", "object reads during the service's stream"),
     ("storage-latency", "service_other_requests", "other requests of the service (start-up's listings, look-ups)"),

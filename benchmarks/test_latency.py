@@ -18,7 +18,8 @@ is almost always one of its read-ahead reads already in flight, so 120, not
 128, is what one stream holds; 128 would ask of the service what no single
 stream can do.) It reads the same 4,000 objects. The service, every setting at
 its default, streams the same range to ``count_client.py``; the goal is its
-objects per second at 0.8 or more of the bare loop's (best round of each).
+objects per second at 0.8 or more of the bare loop's (best round of each;
+the median of the rounds' own pairs is printed beside it).
 
 Beside it, to show the same paths work against a real S3 API, a smaller run
 against moto through a FaultProxy adding 50 ms: 384 objects, the same two
@@ -145,6 +146,7 @@ def keep(group: dict[str, float], kind: str, figures: dict[str, float]) -> None:
     group[f"{kind}_objects/s"] = max(group.get(f"{kind}_objects/s", figures["objects/s"]), figures["objects/s"])
 
 
+SECONDS: dict[tuple[str, int], float] = {}  # (reader, round) -> seconds of its pass
 CASES = [(kind, r) for r in range(ROUNDS) for kind in (("bare", "service") if r % 2 == 0 else ("service", "bare"))]
 
 
@@ -162,6 +164,17 @@ def test_storage_latency(benchmark, lake, kind, round_):
     assert answered == stats["requests"], json.dumps(stats)
     group = RESULTS.setdefault("storage-latency", {"bare_inflight": BARE_INFLIGHT})
     keep(group, kind, figures)
+    # Each round's own pair too: load from outside drifts less within a round than across the run.
+    SECONDS[kind, round_] = figures["seconds"]
+    paired = [
+        SECONDS["bare", r] / SECONDS["service", r]
+        for r in range(ROUNDS)
+        if ("bare", r) in SECONDS and ("service", r) in SECONDS
+    ]
+    if paired:
+        group["paired_ratio"] = statistics.median(paired)
+    cpu = figures["reader_cpu_ms"]
+    group[f"{kind}_cpu_ms"] = min(group.get(f"{kind}_cpu_ms", cpu), cpu)
     if kind == "service":  # what the bare loop never pays: start-up's listings and look-ups, before the stream
         group["service_gets"] = figures["fetches"]
         group["service_other_requests"] = stats["requests"] - figures["fetches"]
