@@ -87,12 +87,12 @@ def s3_env(endpoint: str, bucket: str, prefix: str = "", **extra) -> dict[str, s
 # gcp-storage-emulator answers one connection at a time from a listen backlog of 5 (and
 # closes each after one answer): more calls at once overflow the backlog, and each
 # overflowed connection waits about a second for a SYN-ACK retransmission.
-GCS_EMULATOR_POOL = 4
+GCS_EMULATOR_INFLIGHT = 4
 
 
 def gcs_lake_env(host: str, bucket: str, prefix: str = "", **extra) -> dict[str, str]:
     """``host`` is "127.0.0.1:PORT" (the emulator or a proxy in front of it)."""
-    extra.setdefault("STORAGE_POOL_SIZE", GCS_EMULATOR_POOL)
+    extra.setdefault("STORAGE_MAX_INFLIGHT", GCS_EMULATOR_INFLIGHT)
     return env_for(
         bucket,
         STORAGE_TYPE="GCS",

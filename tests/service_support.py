@@ -49,7 +49,7 @@ def storage_for(kind: str, *, bucket: str, **given: Any) -> Storage:
         "endpoint": None,
         "force_path_style": False,
         "timeout": d.timeout,
-        "max_inflight": d.pool_size,
+        "max_inflight": d.max_inflight,
     }
     return open_storage(kind, bucket=bucket, **(kw | given))
 
@@ -68,9 +68,9 @@ def count_gets(storage: Storage) -> collections.Counter[str]:
     counts: collections.Counter[str] = collections.Counter()
     real = storage.get
 
-    async def get(key: str) -> bytes:
+    async def get(key: str, on_size: Callable[[int], None] | None = None) -> bytes:
         counts[key] += 1
-        return await real(key)
+        return await real(key, on_size)
 
     storage.get = get  # type: ignore[method-assign]  # a spy on one instance, for this test's life
     return counts

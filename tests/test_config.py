@@ -34,11 +34,9 @@ NAMES = [
     ("LEDGERS_PER_FILE", "storage.ledgers_per_file", "1", 1),
     ("FILES_PER_PARTITION", "storage.files_per_partition", "64000", 64000),
     ("STORAGE_TIMEOUT", "storage.timeout", "2m", 120.0),
-    ("STORAGE_POOL_SIZE", "storage.pool_size", "3", 3),
+    ("STORAGE_MAX_INFLIGHT", "storage.max_inflight", "3", 3),
     ("RETRY_ATTEMPTS", "storage.retry_attempts", "9", 9),
     ("RETRY_BACKOFF", "storage.retry_backoff", "250ms", 0.25),
-    ("BUFFER_SIZE", "storage.buffer_size", "2", 2),
-    ("NUM_WORKERS", "storage.num_workers", "4", 4),
     ("READAHEAD_BYTES", "storage.readahead_bytes", "8MiB", 8 << 20),
     ("POLL_INTERVAL", "storage.poll_interval", "2s", 2.0),
     ("CACHE_BYTES", "storage.cache_bytes", "1GB", 10**9),
@@ -101,11 +99,9 @@ def test_defaults():
         "LEDGERS_PER_FILE": "64",
         "FILES_PER_PARTITION": "10",
         "STORAGE_TIMEOUT": "30s",
-        "STORAGE_POOL_SIZE": "32",
+        "STORAGE_MAX_INFLIGHT": "128",
         "RETRY_ATTEMPTS": "5",
         "RETRY_BACKOFF": "1s",
-        "BUFFER_SIZE": "16",
-        "NUM_WORKERS": "8",
         "READAHEAD_BYTES": "64MiB",
         "POLL_INTERVAL": "1s",
         "CACHE_BYTES": "256MiB",
@@ -226,7 +222,7 @@ def test_size_notations(tmp_path, text, size):
 
 @pytest.mark.parametrize("text", ["30x", "-1s", "1 week", "s", "1.s", "", "1M", "1e3"])
 def test_bad_durations_name_variable_and_value(text):
-    (problem,) = problems({"BUFFER_SIZE": "1", "STORAGE_TIMEOUT": text or " "})
+    (problem,) = problems({"RETRY_ATTEMPTS": "1", "STORAGE_TIMEOUT": text or " "})
     assert problem.startswith(f"STORAGE_TIMEOUT={text or ' '!r}: not a duration")
 
 
@@ -276,7 +272,7 @@ def test_every_problem_at_once(tmp_path):
         {
             "CONFIG_FILE": path,
             "HEALTH_PORT": "70000",
-            "NUM_WORKERS": "0",
+            "STORAGE_MAX_INFLIGHT": "0",
             "LOG_LEVEL": "loud",
             "VERIFY_HASH_CHAIN": "maybe",
             "READAHEAD_BYTES": "0",
@@ -292,7 +288,7 @@ def test_every_problem_at_once(tmp_path):
         f"server.port='seventy' in {path} (SERVER_PORT): not a valid integer",
         "STORAGE_TYPE='S3' and its alias ARCHIVE_STORAGE_TYPE='gcs' disagree",
         "HEALTH_PORT='70000': must be between 0 and 65535",
-        "NUM_WORKERS='0': must be at least 1",
+        "STORAGE_MAX_INFLIGHT='0': must be at least 1",
         "LOG_LEVEL='loud': must be one of debug, info, warning, error",
         "VERIFY_HASH_CHAIN='maybe': not a valid boolean",
         "READAHEAD_BYTES='0': must be at least 1",
@@ -390,13 +386,13 @@ def test_config_validate_reports_every_problem_and_exits_2(capsys, tmp_path, mon
     from stellar_live_source import cli
 
     path = write(tmp_path, "server:\n  prot: 1\n")
-    monkeypatch.setenv("NUM_WORKERS", "none")
+    monkeypatch.setenv("STORAGE_MAX_INFLIGHT", "none")
     assert cli.main(["config", "validate", "--config", path]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     lines = err.splitlines()
     assert lines[0] == "stellar-live-source config validate: invalid configuration (2 problems):"
-    assert len(lines) == 3 and "unknown key server.prot" in err and "NUM_WORKERS='none'" in err
+    assert len(lines) == 3 and "unknown key server.prot" in err and "STORAGE_MAX_INFLIGHT='none'" in err
 
 
 def test_ports_may_be_zero_and_listeners_switched_off_need_no_port():
@@ -405,3 +401,75 @@ def test_ports_may_be_zero_and_listeners_switched_off_need_no_port():
     assert c.load({"HEALTH_PORT": "50052", "HEALTH_ENABLED": "false"}).server.health_enabled is False
     (problem,) = problems({"HEALTH_PORT": "50052"})
     assert "SERVER_PORT and HEALTH_PORT are both 50052" in problem
+
+
+# -- removed settings: accepted with a warning naming the replacement, and ignored --
+
+RETIRED = [
+    ("BUFFER_SIZE", "storage.buffer_size", "READAHEAD_BYTES"),
+    ("NUM_WORKERS", "storage.num_workers", "READAHEAD_BYTES"),
+    ("STORAGE_POOL_SIZE", "storage.pool_size", "STORAGE_MAX_INFLIGHT"),
+]
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "stellar_live_source.config"]
+
+
+def test_the_retired_table_is_no_setting():
+    assert [(r.env, r.yaml_key, r.instead) for r in c.RETIRED] == RETIRED
+    live = {s.env for s in c.SETTINGS} | {a for s in c.SETTINGS for a in s.aliases} | {s.yaml_key for s in c.SETTINGS}
+    assert not live & {n for r in RETIRED for n in r[:2]}
+    assert {replacement for *_, replacement in RETIRED} <= {s.env for s in c.SETTINGS}
+
+
+@pytest.mark.parametrize(("name", "yaml_key", "instead"), RETIRED, ids=[r[0] for r in RETIRED])
+@pytest.mark.parametrize("value", ["16", "0", "lots", "-1"])
+def test_a_retired_setting_is_ignored_with_one_warning_naming_its_replacement(
+    caplog, tmp_path, name, yaml_key, instead, value
+):
+    section, key = yaml_key.split(".")
+    path = write(tmp_path, f"{section}:\n  {key}: {value}\n")
+    for environ, config_file, where in [
+        ({name: value}, None, f"{name}={value!r}"),
+        ({}, path, f"{yaml_key}={value!r} in {path} ({name})"),
+        ({name: value}, path, f"{name}={value!r}"),  # both layers: one warning, for the one that wins
+    ]:
+        caplog.clear()
+        assert c.load(environ, config_file=config_file) == c.load({})  # no problem, and no effect
+        (warning,) = warnings_of(caplog)
+        assert warning.startswith(f"{where} is ignored: the setting was removed") and warning.endswith(f"use {instead}")
+        assert caplog.records[0].levelname == "WARNING"
+
+
+def test_no_warning_when_no_retired_setting_is_named(caplog):
+    c.load({"BUFFER_SIZE": "", "READAHEAD_BYTES": "1MiB"})  # empty counts as unset
+    assert warnings_of(caplog) == []
+
+
+def test_retired_settings_warn_even_beside_problems(caplog):
+    (problem,) = problems({"NUM_WORKERS": "8", "STORAGE_MAX_INFLIGHT": "0"})
+    assert problem == "STORAGE_MAX_INFLIGHT='0': must be at least 1"
+    assert len(warnings_of(caplog)) == 1
+
+
+def test_config_validate_mentions_ignored_settings_on_stderr():
+    """Through the real command: the warning reaches stderr (no logging is set
+    up there, so Python's last-resort handler prints it); stdout is unchanged."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "", "BUFFER_SIZE": "4", "STORAGE_POOL_SIZE": "8"}
+    out = subprocess.run(
+        [sys.executable, "-m", "stellar_live_source.cli", "config", "validate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == c.describe(c.load({}))
+    lines = out.stderr.splitlines()
+    assert len(lines) == 2, out.stderr
+    assert lines[0].startswith("BUFFER_SIZE='4' is ignored") and lines[0].endswith("use READAHEAD_BYTES")
+    assert lines[1].startswith("STORAGE_POOL_SIZE='8' is ignored") and lines[1].endswith("use STORAGE_MAX_INFLIGHT")

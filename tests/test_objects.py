@@ -1,5 +1,6 @@
 """The shared object cache: a byte cap, LRU order, one fetch per object however
-many streams ask, and a requester's cancel never cancels the others' fetch."""
+many streams ask, and a requester's cancel never cancels the others' fetch,
+while the last requester's does."""
 
 from __future__ import annotations
 
@@ -69,3 +70,32 @@ async def test_missing_objects_and_errors_are_not_cached():
     with pytest.raises(OSError):
         await cache.get(2, broken)
     assert len(cache) == 0 and not cache._inflight
+
+
+async def test_the_fetch_is_cancelled_once_every_requester_has_gone():
+    cache = ObjectCache(1000)
+    started, cancelled = [], []
+
+    async def fetch():
+        started.append(1)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+        return obj(5, 10)
+
+    waiters = [asyncio.create_task(cache.get(5, fetch)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    for w in waiters:
+        w.cancel()
+        await asyncio.sleep(0.01)
+        assert cancelled == ([1] if w is waiters[-1] else [])  # only when the last has gone
+    assert cache.inflight == 0 and started == [1]
+
+    fresh = obj(5, 10)
+
+    async def quick():
+        return fresh
+
+    assert await cache.get(5, quick) is fresh  # a new request starts a new fetch

@@ -315,19 +315,20 @@ async def test_objects_larger_than_the_cache_are_read_once_per_stream():
 
 @pytest.mark.parametrize("budget_objects,most_fetched", [(1, 2), (2, 3)])
 async def test_read_ahead_counts_fetches_still_running_against_its_byte_budget(budget_objects, most_fetched):
-    """Eight workers must not start eight fetches when the budget holds one or
-    two objects: each running fetch counts at the size of the last object."""
+    """A hundred reads at once must not start when the budget holds one or two
+    objects: each read in flight counts at the largest object seen, and one
+    landed at its size (the budget is a multiple of the largest of the five
+    objects, so no other fits beside the ones it holds)."""
     from stellar_live_source.lake.lake import Lake
     from stellar_live_source.server.stream import stream_frames
 
     lake = await Lake.open(storage_for("FS", bucket=str(SHARED_LAKE)), lake_settings(cache_bytes=1))
     try:
-        obj = await lake.object(FIRST)
-        assert obj is not None
-        size = obj.nbytes  # the five objects are about the same size
+        objs = [await lake.object(fs) for fs in range(FIRST, LAST + 1, 64)]
+        size = max(o.nbytes for o in objs if o is not None)
         await lake.newest()  # read once, before counting
         before = lake.fetches
-        s = stream_settings(buffer_size=16, num_workers=8, readahead_bytes=budget_objects * size)
+        s = stream_settings(readahead_bytes=budget_objects * size)
         async with contextlib.aclosing(stream_frames(lake, FIRST, LAST, s)) as runs:
             first = await anext(runs)
             await asyncio.sleep(0)  # the read-ahead's tasks take their first step: their reads begin

@@ -172,7 +172,7 @@ def _put_s3(endpoint: str, bucket: str, folder, keys: list[str]) -> None:
 
 # -- storage down longer than the retry budget ----------------------------------------------------------
 
-OUTAGE = {"RETRY_ATTEMPTS": "2", "RETRY_BACKOFF": "50ms", "BUFFER_SIZE": "4"}
+OUTAGE = {"RETRY_ATTEMPTS": "2", "RETRY_BACKOFF": "50ms", "READAHEAD_BYTES": "24KiB"}  # a few objects ahead
 
 
 async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_resuming_misses_nothing(
@@ -289,7 +289,7 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
     (within 100 ms: not left to finish their reads); after a bounded wait the app is back
     where the first round left it (that round also brings every pool to full size): no
     stream, waiter, watcher, read, read-ahead, task or thread more."""
-    env = s3_env(proxy.url, fault_bucket, BUFFER_SIZE=3, NUM_WORKERS=3, STORAGE_POOL_SIZE=8)
+    env = s3_env(proxy.url, fault_bucket, READAHEAD_BYTES="16KiB", STORAGE_MAX_INFLIGHT=16)  # a few objects ahead
     async with running_app(env) as (app, addr):
         lake = app.lake
         assert lake is not None  # started
@@ -316,7 +316,9 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
                 await asyncio.gather(*(close_after(FIRST + r * 36 + i * 6, 2) for i in range(6)))  # fresh objects
                 await _until(lambda: app.service.active == 0, 5)
                 await asyncio.sleep(0.1)
-                running = [(key, t) for ra in _live_read_aheads() for key, t in ra.pending.items() if not t.done()]
+                running = [
+                    (key, r.task) for ra in _live_read_aheads() for key, r in ra.pending.items() if not r.task.done()
+                ]
                 await asyncio.gather(wait_at_tip_then_go(), wait_at_tip_then_go())
                 return running
 
@@ -333,7 +335,7 @@ async def test_clients_that_disconnect_mid_stream_leave_no_task_thread_or_buffer
         assert lake.cache.bytes <= lake.cache.cap
         assert _live_read_aheads() == []  # not even idle ones: every stream's read-ahead is gone
         assert set(ended(app)) <= {"OK"}  # cancels are no failures
-        assert lake.storage.threads <= 8  # pool threads are counted apart: they stay, bounded
+        assert lake.storage.threads <= 16  # pool threads are counted apart: they stay, bounded
 
 
 # -- the live tail on S3 and GCS, through the real server process -------------------------------------------------

@@ -27,7 +27,7 @@ from stellar_live_source.lake.storage import Storage
 from .conftest import needs_testdata
 from .service_storage_support import (
     ARCHIVE_PATH,
-    GCS_EMULATOR_POOL,
+    GCS_EMULATOR_INFLIGHT,
     LAYOUTS,
     NEWEST,
     OLDEST,
@@ -230,7 +230,7 @@ async def test_newest_and_oldest_follow_a_lake_growing_at_both_ends(storage, lay
             client.bucket(bucket).blob(f"{ARCHIVE_PATH}/{key}").upload_from_string(data)
 
         def opener() -> Storage:
-            return storage_for("GCS", bucket=bucket, prefix=ARCHIVE_PATH, max_inflight=GCS_EMULATOR_POOL)
+            return storage_for("GCS", bucket=bucket, prefix=ARCHIVE_PATH, max_inflight=GCS_EMULATOR_INFLIGHT)
 
     await asyncio.to_thread(put, ".config.json", manifest)
     lake = await Lake.open(opener(), lake_settings(retry_backoff=0.01))

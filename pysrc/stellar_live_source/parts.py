@@ -34,7 +34,7 @@ def storage_for(config: Config) -> Storage:
         endpoint=st.endpoint or None,
         force_path_style=st.force_path_style,
         timeout=st.timeout,
-        max_inflight=st.pool_size,
+        max_inflight=st.max_inflight,
     )
 
 
@@ -55,14 +55,13 @@ def lake_settings(config: Config) -> LakeSettings:
         verify=config.stream.verify_hash_chain,
         unknown_arms=config.stream.xdr_unknown_arms,
         decode_workers=config.stream.decode_workers,
+        max_inflight=st.max_inflight,
     )
 
 
 def stream_settings(config: Config) -> StreamSettings:
     st = config.storage
     return StreamSettings(
-        buffer_size=st.buffer_size,
-        num_workers=st.num_workers,
         readahead_bytes=st.readahead_bytes,
         missing_object_wait=st.missing_object_wait,
         poll_interval=st.poll_interval,

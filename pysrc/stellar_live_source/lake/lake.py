@@ -1,6 +1,7 @@
-"""One datalake: its layout, its objects (fetched with retries, decoded off the
-event loop, shared through one cache), its oldest and newest ledgers, and
-one tip watcher that every waiting stream shares.
+"""One datalake: its layout, its objects (fetched with retries, at most
+``max_inflight`` storage reads at once with slots kept for needed reads,
+decoded off the event loop, shared through one cache), its oldest and newest
+ledgers, and one tip watcher that every waiting stream shares.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..core import decode, zstd
 from ..core.keys import EXTENSIONS, Layout
 from ..errors import CoreError, CorruptObject, LakeConfigError, ObjectNotFound, RetriesExhausted, StorageError
 from .objects import LakeObject, ObjectCache
+from .slots import Slots
 from .storage import Storage
 
 log = logging.getLogger("stellar_live_source.lake")
@@ -86,6 +88,7 @@ class LakeSettings:
     verify: bool
     unknown_arms: str
     decode_workers: int
+    max_inflight: int  # storage reads at once, every stream together
 
 
 class Lake:
@@ -106,6 +109,7 @@ class Lake:
         self._watcher: asyncio.Task[None] | None = None
         self._waiters = 0
         self.fetches = 0
+        self.slots = Slots(settings.max_inflight)  # observers read in_use and waits
 
     # -- opening --
     @classmethod
@@ -183,21 +187,28 @@ class Lake:
     def key(self, seq: int) -> str:
         return self.layout.object_key(seq)
 
-    async def object(self, file_start: int) -> LakeObject | None:
+    async def object(
+        self, file_start: int, ahead: bool = False, on_size: Callable[[int], None] | None = None
+    ) -> LakeObject | None:
         """The decoded object holding ``file_start``'s ledgers, or None when the
-        lake has no such object (under either extension)."""
+        lake has no such object (under either extension). ``ahead``: a read
+        ahead of what a stream needs now, which never takes the slots kept
+        for needed reads. ``on_size`` is told the stored size of each read
+        this call starts, as soon as storage knows it."""
         tip = self._tip
         if tip is not None and self.layout.file_start(tip.start) == file_start:
             # Read to learn the newest ledger; an object larger than the cache is not read again.
             return tip
-        return await self.cache.get(file_start, lambda: self._fetch(file_start))
+        return await self.cache.get(file_start, lambda: self._fetch(file_start, ahead, on_size))
 
-    async def _fetch(self, file_start: int) -> LakeObject | None:
+    async def _fetch(
+        self, file_start: int, ahead: bool = False, on_size: Callable[[int], None] | None = None
+    ) -> LakeObject | None:
         ext = self.layout.extension
         for e in (ext, *(x for x in EXTENSIONS if x != ext)):
             key = self.layout.object_key(file_start, e)
             try:
-                raw = await self._get(key)
+                raw = await self._get(key, ahead, on_size)
             except ObjectNotFound:
                 continue
             try:
@@ -206,17 +217,24 @@ class Lake:
                 # A truncated or garbled transfer is not a corrupt object: fetch once more.
                 log.warning("object %s failed to decode (%s); fetching it again", key, first)
                 try:
-                    return await self._decode(key, await self._get(key))
+                    return await self._decode(key, await self._get(key, ahead, on_size))
                 except CoreError as exc:
                     raise CorruptObject(f"object {key}: {exc}") from exc
                 except ObjectNotFound:
                     raise RetriesExhausted(f"object {key} disappeared while it was being read") from None
         return None
 
-    async def _get(self, key: str) -> bytes:
+    async def _get(self, key: str, ahead: bool = False, on_size: Callable[[int], None] | None = None) -> bytes:
+        slots = self.slots
+
         async def get() -> bytes:
-            self.fetches += 1
-            return await self.storage.get(key)
+            # A slot only for the storage call: not across a retry's backoff, nor the decoding.
+            await slots.acquire(ahead)
+            try:
+                self.fetches += 1
+                return await self.storage.get(key, on_size)
+            finally:
+                slots.release(ahead)
 
         return await retrying(f"reading {key}", get, self.settings)
 
@@ -231,7 +249,7 @@ class Lake:
 
         def work() -> LakeObject:
             f = decode.frame_object(raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms)
-            return LakeObject(key, f.start, f.end, f.frames, f.first_prev, f.last_hash, f.nbytes, f.fallback)
+            return LakeObject(key, f.start, f.end, f.frames, f.first_prev, f.last_hash, f.nbytes, f.fallback, len(raw))
 
         size = zstd.content_size(raw)  # garbage raises here as it would in decoding
         if size is not None and size <= INLINE_DECODE_BYTES:

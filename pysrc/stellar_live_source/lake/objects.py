@@ -23,6 +23,7 @@ class LakeObject:
     last_hash: bytes  # hash of the last ledger
     nbytes: int
     fallback: int = 0  # ledgers delimited by the hash-chain fallback
+    stored: int = 0  # bytes in storage (compressed); 0: not known
 
     def frame(self, seq: int) -> bytes:
         return self.frames[seq - self.start]
@@ -31,16 +32,28 @@ class LakeObject:
         return self.start <= seq <= self.end
 
 
+class _Fill:
+    """One fetch in flight, and how many requesters still wait for it."""
+
+    __slots__ = ("task", "waiting")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[LakeObject | None]
+        self.waiting = 0
+
+
 class ObjectCache:
     """LRU of decoded objects capped in bytes; concurrent requests for one
-    object share a single fetch. An object larger than the cap is handed to
-    its requesters but never cached. Missing objects (None) are not cached."""
+    object share a single fetch, which is cancelled once every requester has
+    gone (a closed stream's read-ahead holds no storage read). An object
+    larger than the cap is handed to its requesters but never cached.
+    Missing objects (None) are not cached."""
 
     def __init__(self, cap_bytes: int):
         self.cap = cap_bytes
         self.bytes = 0
         self._items: OrderedDict[int, LakeObject] = OrderedDict()
-        self._inflight: dict[int, asyncio.Future[LakeObject | None]] = {}
+        self._inflight: dict[int, _Fill] = {}
         self.hits = self.misses = self.shared = 0
 
     def peek(self, file_start: int) -> LakeObject | None:
@@ -54,34 +67,33 @@ class ObjectCache:
         if obj is not None:
             self.hits += 1
             return obj
-        fut = self._inflight.get(file_start)
-        if fut is not None:
+        fill = self._inflight.get(file_start)
+        if fill is None:
+            self.misses += 1
+            fill = self._inflight[file_start] = _Fill()
+            fill.task = asyncio.ensure_future(self._fill(file_start, fetch, fill))
+        else:
             self.shared += 1
+        fill.waiting += 1
+        try:
             # shield: one requester cancelling must not cancel the fetch for the others
-            return await asyncio.shield(fut)
-        self.misses += 1
-        fut = asyncio.get_running_loop().create_future()
-        self._inflight[file_start] = fut
-        task = asyncio.ensure_future(self._fill(file_start, fetch, fut))
-        return await asyncio.shield(task)
+            return await asyncio.shield(fill.task)
+        finally:
+            fill.waiting -= 1
+            if not fill.waiting and not fill.task.done():  # the last requester went away
+                fill.task.cancel()
+                del self._inflight[file_start]  # a new request starts a new fetch
 
     async def _fill(
-        self,
-        file_start: int,
-        fetch: Callable[[], Awaitable[LakeObject | None]],
-        fut: asyncio.Future[LakeObject | None],
+        self, file_start: int, fetch: Callable[[], Awaitable[LakeObject | None]], fill: _Fill
     ) -> LakeObject | None:
         try:
             obj = await fetch()
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # a fetch nobody else waited for must not warn "never retrieved"
-            raise
         finally:
-            self._inflight.pop(file_start, None)
+            if self._inflight.get(file_start) is fill:
+                del self._inflight[file_start]
         if obj is not None:
             self.put(file_start, obj)
-        fut.set_result(obj)
         return obj
 
     def put(self, file_start: int, obj: LakeObject) -> None:

@@ -5,6 +5,9 @@ Layers, later wins: built-in defaults < the YAML file named by ``CONFIG_FILE``
 ``section.key`` and a canonical environment name; a few also accept the Go
 original's name as an alias. Every layer's text goes through the same environs
 parsers, and every problem found is raised together in one ``ConfigError``.
+A removed setting (``RETIRED``) is no problem: it is ignored, with a warning
+naming what does its job now, so a configuration written for an older
+release still loads.
 An empty environment variable counts as unset, so a blank ``NAME=`` left in a
 compose file does not override the YAML.
 
@@ -18,6 +21,7 @@ S3 and GCS need a bucket.
 """
 
 import functools
+import logging
 import os
 import re
 from collections import defaultdict
@@ -33,6 +37,8 @@ from ..core.decode import UNKNOWN_ARMS
 from ..errors import ConfigError
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("stellar_live_source.config")
 
 STORAGE_TYPES = ("FS", "S3", "GCS")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -95,11 +101,9 @@ class StorageConfig:
     ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64")
     files_per_partition: int = _opt("FILES_PER_PARTITION", "int", "10")
     timeout: float = _opt("STORAGE_TIMEOUT", "duration", "30s")
-    pool_size: int = _opt("STORAGE_POOL_SIZE", "int", "32")
+    max_inflight: int = _opt("STORAGE_MAX_INFLIGHT", "int", "128")
     retry_attempts: int = _opt("RETRY_ATTEMPTS", "int", "5")
     retry_backoff: float = _opt("RETRY_BACKOFF", "duration", "1s")
-    buffer_size: int = _opt("BUFFER_SIZE", "int", "16")
-    num_workers: int = _opt("NUM_WORKERS", "int", "8")
     readahead_bytes: int = _opt("READAHEAD_BYTES", "size", "64MiB")
     poll_interval: float = _opt("POLL_INTERVAL", "duration", "1s")
     cache_bytes: int = _opt("CACHE_BYTES", "size", "256MiB")
@@ -158,6 +162,36 @@ SETTINGS: tuple[Setting, ...] = tuple(
     replace(f.metadata["setting"], section=name, key=f.name) for name, cls in SECTIONS.items() for f in fields(cls)
 )
 _BY_YAML_KEY = {s.yaml_key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """A removed setting: a configuration that names it still loads, with a
+    warning naming what does its job now, and the value is ignored (not even
+    checked)."""
+
+    env: str
+    yaml_key: str
+    instead: str
+    why: str
+
+
+RETIRED = (
+    Retired("BUFFER_SIZE", "storage.buffer_size", "READAHEAD_BYTES", "read-ahead is bounded by bytes, not objects"),
+    Retired(
+        "NUM_WORKERS",
+        "storage.num_workers",
+        "READAHEAD_BYTES",
+        "read-ahead is bounded by bytes; reads at once by STORAGE_MAX_INFLIGHT, for the whole lake",
+    ),
+    Retired(
+        "STORAGE_POOL_SIZE",
+        "storage.pool_size",
+        "STORAGE_MAX_INFLIGHT",
+        "the storage clients' connection pools and the folder's read pool are sized by the reads in flight",
+    ),
+)
+_RETIRED_BY_YAML_KEY = {r.yaml_key: r for r in RETIRED}
 
 
 # Notations.
@@ -257,8 +291,12 @@ def load(environ: Mapping[str, str] | None = None, *, config_file: str | None = 
     path = config_file if config_file is not None else environ.get("CONFIG_FILE", "")
     raw = {s.env: s.default for s in SETTINGS}
     origin: dict[str, str] = {}  # env name -> what the user wrote, for messages
-    problems = _read_yaml(path, raw, origin) if path else []
-    problems += _read_environ(environ, raw, origin)
+    retired: dict[str, str] = {}  # retired settings named: env name -> what the user wrote
+    problems = _read_yaml(path, raw, origin, retired) if path else []
+    problems += _read_environ(environ, raw, origin, retired)
+    for r in RETIRED:
+        if r.env in retired:
+            log.warning("%s is ignored: the setting was removed (%s); use %s", retired[r.env], r.why, r.instead)
 
     env = _MappingEnv(raw)
     parsed = {s.env: getattr(env, "str" if s.kind == "choice" else s.kind)(s.env) for s in SETTINGS}
@@ -288,7 +326,7 @@ def load(environ: Mapping[str, str] | None = None, *, config_file: str | None = 
     return Config(**{name: cls(**by_section[name]) for name, cls in SECTIONS.items()}, explicit=frozenset(origin))
 
 
-def _read_yaml(path: str, raw: dict[str, str], origin: dict[str, str]) -> list[str]:
+def _read_yaml(path: str, raw: dict[str, str], origin: dict[str, str], retired: dict[str, str]) -> list[str]:
     try:
         with open(path, "rb") as f:
             doc = yaml.safe_load(f)
@@ -312,7 +350,10 @@ def _read_yaml(path: str, raw: dict[str, str], origin: dict[str, str]) -> list[s
             continue
         for key, value in body.items():
             s = _BY_YAML_KEY.get(f"{section}.{key}")
-            if s is None:
+            gone = _RETIRED_BY_YAML_KEY.get(f"{section}.{key}")
+            if gone is not None:
+                retired[gone.env] = f"{gone.yaml_key}={_yaml_text(value)!r} in {path} ({gone.env})"
+            elif s is None:
                 problems.append(f"{path}: unknown key {section}.{key}")
             elif isinstance(value, (dict, list)):
                 problems.append(f"{path}: {section}.{key} must be a single value")
@@ -330,7 +371,10 @@ def _yaml_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _read_environ(environ: Mapping[str, str], raw: dict[str, str], origin: dict[str, str]) -> list[str]:
+def _read_environ(
+    environ: Mapping[str, str], raw: dict[str, str], origin: dict[str, str], retired: dict[str, str]
+) -> list[str]:
+    retired.update((r.env, f"{r.env}={environ[r.env]!r}") for r in RETIRED if environ.get(r.env, "") != "")
     problems = []
     for s in SETTINGS:
         names = [n for n in (s.env, *s.aliases) if environ.get(n, "") != ""]

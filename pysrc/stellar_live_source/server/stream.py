@@ -43,8 +43,6 @@ async def _unless_stopped(aw: Awaitable[_T], stop: asyncio.Event | None, seq: in
 class StreamSettings:
     """What streams need of the configuration (built by ``parts``; defaults live there)."""
 
-    buffer_size: int
-    num_workers: int
     readahead_bytes: int
     missing_object_wait: float
     poll_interval: float
@@ -81,73 +79,123 @@ async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
     return None
 
 
+class _Read:
+    """One object read ahead, and the bytes it counts for in its stream's budget."""
+
+    __slots__ = ("ahead", "counted", "task")
+
+    def __init__(self, ahead: ReadAhead | None, counted: int) -> None:
+        self.ahead = ahead  # None once handed to the stream (or closed): it counts no more
+        self.counted = counted
+        self.task: asyncio.Future[LakeObject | None]
+
+    def __call__(self, size: int) -> None:
+        """Storage's ``on_size``: from now on the read counts at its own size (told again on a retry)."""
+        ahead = self.ahead
+        if ahead is not None and ahead.expand:
+            counted = int(size * ahead.expand)
+            ahead.held += counted - self.counted
+            self.counted = counted
+
+
 class ReadAhead:
-    """Up to ``buffer_size`` objects fetched ahead of the one being sent, at
-    most ``num_workers`` at once, and no more once ``readahead_bytes`` of
-    fetched objects wait unsent, counting each fetch still running at the size
-    of the last object seen (else eight fetches of large objects would more
-    than double the bound). Never past the lake's known tip."""
+    """Objects fetched ahead of the one being sent, as long as the stream
+    holds at most ``readahead_bytes``: objects fetched and not yet sent, at
+    their decoded size, plus reads in flight, each counted at the largest
+    object the stream has seen (the whole budget while it has seen none: one
+    at a time) until storage tells its size. The count is kept as reads start,
+    learn their size, land and are handed over, never summed. Never past the
+    lake's known tip nor the stream's end; at most as many reads at once as
+    the lake lets read-ahead run."""
 
     def __init__(self, lake: Lake, first: int, s: StreamSettings, last: int | None = None):
         self.lake = lake
-        self.s = s
+        self.budget = s.readahead_bytes
+        self.most = lake.slots.ahead_limit  # more reads at once would only queue for slots
+        self.step = lake.layout.ledgers_per_file
         self.next = first
         self.last = last  # the file holding the stream's end ledger: nothing past it is fetched
-        self.pending: dict[int, asyncio.Future] = {}
-        self.sem = asyncio.Semaphore(s.num_workers)
-        self.object_bytes: int | None = None  # of the last object seen; None: no size known yet
+        self.pending: dict[int, _Read] = {}
+        self.held = 0  # bytes counted against the budget
+        self.reading = 0  # reads started and not landed
+        self.largest = 0  # decoded bytes of the largest object seen; 0: none yet
+        # Decoded bytes per stored byte, the most seen (0: none yet): turns a
+        # size storage reports into what the object will hold once decoded.
+        self.expand = 0.0
 
-    async def _fetch(self, file_start: int) -> LakeObject | None:
-        async with self.sem:
-            obj = await self.lake.object(file_start)
+    def _seen(self, obj: LakeObject) -> None:
+        if obj.nbytes > self.largest:
+            self.largest = obj.nbytes
+        if obj.stored and obj.nbytes > self.expand * obj.stored:
+            self.expand = obj.nbytes / obj.stored
+
+    async def _fetch(self, file_start: int, read: _Read) -> LakeObject | None:
+        obj = None
+        try:
+            obj = await self.lake.object(file_start, ahead=True, on_size=read)
+        finally:
+            self.reading -= 1
+            landed = 0 if obj is None else obj.nbytes
+            if read.ahead is not None:  # still waiting to be sent: it counts at what it holds
+                self.held += landed - read.counted
+                read.counted = landed
         if obj is not None:
-            self.object_bytes = obj.nbytes
+            self._seen(obj)
+        if read.ahead is not None:  # its slot is free: the next read need not wait for the stream to send
+            self._fill(self.lake.newest_known)
         return obj
 
     def hand(self, file_start: int, obj: LakeObject) -> None:
         """An object already read: an object larger than the cache is not read twice."""
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(obj)
-        self.pending[file_start] = done
-        self.next = max(self.next, file_start + self.lake.layout.ledgers_per_file)
-        self.object_bytes = obj.nbytes
-
-    def _held(self) -> int:
-        """Bytes waiting unsent, fetches still running counted at the last
-        size seen (at the whole budget while no size is known: one at a time)."""
-        held = running = 0
-        for t in self.pending.values():
-            if not t.done():
-                running += 1
-            elif not t.cancelled() and t.exception() is None and t.result() is not None:
-                held += t.result().nbytes
-        return held + running * (self.s.readahead_bytes if self.object_bytes is None else self.object_bytes)
+        read = _Read(self, obj.nbytes)
+        read.task = asyncio.get_running_loop().create_future()
+        read.task.set_result(obj)
+        self.pending[file_start] = read
+        self.held += obj.nbytes
+        self.next = max(self.next, file_start + self.step)
+        self._seen(obj)
 
     def _fill(self, newest: int | None) -> None:
-        lpf = self.lake.layout.ledgers_per_file
         limit = newest if self.last is None or newest is None else min(newest, self.last)
+        if limit is None:
+            return
+        estimate = self.largest or self.budget
+        # A read starts only if it fits (or holds the stream's only bytes, so
+        # that an object larger than the budget is still read), so that beside
+        # the object being sent a stream holds at most its budget.
         while (
-            limit is not None
-            and self.next <= limit
-            and len(self.pending) < self.s.buffer_size
-            and self._held() < self.s.readahead_bytes
+            self.next <= limit
+            and self.reading < self.most
+            and (not self.held or self.held + estimate <= self.budget)
         ):
-            self.pending[self.next] = asyncio.ensure_future(self._fetch(self.next))
-            self.next += lpf
+            read = _Read(self, estimate)
+            self.held += estimate
+            self.reading += 1
+            read.task = asyncio.ensure_future(self._fetch(self.next, read))
+            self.pending[self.next] = read
+            self.next += self.step
 
     async def get(self, file_start: int) -> LakeObject | None:
-        if file_start >= self.next:
-            self.next = file_start
-        task = self.pending.pop(file_start, None)
+        read = self.pending.pop(file_start, None)
+        if read is not None:
+            self.held -= read.counted
+            read.ahead = None
+        elif file_start >= self.next:
+            self.next = file_start + self.step  # read below, as a needed read
         self._fill(await self.lake.newest())
-        if task is None:
-            return await self._fetch(file_start)
-        return await task
+        if read is not None:
+            return await read.task
+        obj = await self.lake.object(file_start)
+        if obj is not None:
+            self._seen(obj)
+        return obj
 
     def close(self) -> None:
-        for task in self.pending.values():
-            task.cancel()
+        for read in self.pending.values():
+            read.ahead = None
+            read.task.cancel()
         self.pending.clear()
+        self.held = 0
 
 
 async def _object_holding(
