@@ -164,9 +164,7 @@ class ReadAhead:
         # that an object larger than the budget is still read), so that beside
         # the object being sent a stream holds at most its budget.
         while (
-            self.next <= limit
-            and self.reading < self.most
-            and (not self.held or self.held + estimate <= self.budget)
+            self.next <= limit and self.reading < self.most and (not self.held or self.held + estimate <= self.budget)
         ):
             read = _Read(self, estimate)
             self.held += estimate
