@@ -147,3 +147,24 @@ def test_version_names_the_core():
         ).stdout.strip()
         in out
     )
+
+
+def test_the_process_ends_through_run_with_its_output_flushed(tmp_path):
+    """The script and ``python -m`` both exit through ``cli.run``, which skips
+    the interpreter's finalization (obstore's runtime threads can abort a
+    finalizing process) after flushing what the command wrote."""
+    import tomllib
+
+    from .conftest import ROOT
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"stellar-live-source": "stellar_live_source.cli:run"}
+    code = (
+        "import atexit, sys; atexit.register(print, 'finalized', file=sys.stderr); "
+        "sys.argv = ['stellar-live-source', 'config', 'validate']; "
+        "from stellar_live_source.cli import run; run()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "storage.type" in out.stdout or "STORAGE_TYPE" in out.stdout  # the command's output, flushed
+    assert "finalized" not in out.stderr  # no finalization: atexit handlers do not run

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .core import BACKEND
@@ -336,5 +340,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> NoReturn:
+    """The process entry (the ``stellar-live-source`` script, ``python -m``):
+    ``main()``, then an exit without the interpreter's finalization. obstore's
+    runtime threads may still be returning from handing a result to an event
+    loop that has already finished; a thread that asks for the GIL while the
+    interpreter finalizes is ended with pthread_exit, which aborts the process
+    through Rust frames (SIGABRT, about one short command in fifty). Nothing
+    is lost: logging and the standard streams are flushed first."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a reader that went away
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

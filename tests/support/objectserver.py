@@ -98,7 +98,7 @@ class _Bucket:
         lo = bisect.bisect_left(self.keys, prefix)
         if start_after is not None:
             lo = max(lo, bisect.bisect_right(self.keys, start_after))
-        out = []
+        out: list[str] = []
         for i in range(lo, len(self.keys)):
             key = self.keys[i]
             if not key.startswith(prefix):

@@ -118,7 +118,7 @@ class Lake:
         manifest = None
         try:
             text = await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings)
-            manifest = json.loads(text)
+            manifest = json.loads(bytes(text))  # remote reads hand back a buffer, not bytes
         except ObjectNotFound:
             pass
         except ValueError as exc:
