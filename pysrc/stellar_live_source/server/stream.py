@@ -129,10 +129,10 @@ class ReadAhead:
         if obj.stored and obj.nbytes > self.expand * obj.stored:
             self.expand = obj.nbytes / obj.stored
 
-    async def _fetch(self, file_start: int, read: _Read) -> LakeObject | None:
+    async def _fetch(self, file_start: int, read: _Read, sized: bool) -> LakeObject | None:
         obj = None
         try:
-            obj = await self.lake.object(file_start, ahead=True, on_size=read)
+            obj = await self.lake.object(file_start, ahead=True, on_size=read if sized else None)
         finally:
             self.reading -= 1
             landed = 0 if obj is None else obj.nbytes
@@ -160,6 +160,11 @@ class ReadAhead:
         if limit is None:
             return
         estimate = self.largest or self.budget
+        # Sizes from response headers only when they can change how many reads
+        # start: a read told its size costs a second round trip through the
+        # object client (docs/benchmarks.md), and small objects that all fit
+        # the budget at the largest size seen do not need it.
+        sized = estimate * self.most > self.budget
         # A read starts only if it fits (or holds the stream's only bytes, so
         # that an object larger than the budget is still read), so that beside
         # the object being sent a stream holds at most its budget.
@@ -169,7 +174,7 @@ class ReadAhead:
             read = _Read(self, estimate)
             self.held += estimate
             self.reading += 1
-            read.task = asyncio.ensure_future(self._fetch(self.next, read))
+            read.task = asyncio.ensure_future(self._fetch(self.next, read, sized))
             self.pending[self.next] = read
             self.next += self.step
 
