@@ -198,3 +198,13 @@ async def test_cancelled_reads_leave_no_request_task_or_thread_behind(backend: B
         assert threading.active_count() <= threads + 1  # a listing thread at most, never one per read
     finally:
         await s.close()
+
+
+def test_s3_without_credentials_is_refused_at_start(monkeypatch, server):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask
+    with pytest.raises(StorageConfigError, match="no AWS credentials"):
+        storage_for("S3", bucket=BUCKET, endpoint=server.url, force_path_style=True)
