@@ -53,6 +53,21 @@ NAMES = [
     ("ENABLE_FLOWCTL", "flowctl.enabled", "true", True),
     ("FLOWCTL_ENDPOINT", "flowctl.endpoint", "flowctl:8080", "flowctl:8080"),
     ("FLOWCTL_HEARTBEAT_INTERVAL", "flowctl.heartbeat_interval", "1m", 60.0),
+    ("TLS_ENABLED", "security.tls_enabled", "true", True),
+    ("TLS_CERT_PATH", "security.tls_cert_path", "/tls/tls.crt", "/tls/tls.crt"),
+    ("TLS_KEY_PATH", "security.tls_key_path", "/tls/tls.key", "/tls/tls.key"),
+    ("TLS_CLIENT_CA_PATH", "security.tls_client_ca_path", "/tls/ca.crt", "/tls/ca.crt"),
+    ("API_KEY_REQUIRED", "security.api_key_required", "true", True),
+    ("API_KEYS_FILE", "security.api_keys_file", "/keys/keys", "/keys/keys"),
+    ("ALLOW_INSECURE_API_KEYS", "security.allow_insecure_api_keys", "true", True),
+    ("MAX_STREAMS_PER_CLIENT", "limits.max_streams_per_client", "4", 4),
+    ("RATE_LIMIT_RPS", "limits.rate_limit_rps", "2.5", 2.5),
+    ("RATE_LIMIT_BURST", "limits.rate_limit_burst", "5", 5),
+    ("MAX_LEDGERS_PER_SECOND_PER_STREAM", "limits.max_ledgers_per_second_per_stream", "100", 100),
+    ("RANGE_INFLIGHT_BYTES", "limits.range_inflight_bytes", "1MiB", 1 << 20),
+    ("MAX_START_AHEAD_LEDGERS", "limits.max_start_ahead_ledgers", "10", 10),
+    ("BREAKER_FAILURE_THRESHOLD", "resilience.breaker_failure_threshold", "3", 3),
+    ("BREAKER_RESET_TIMEOUT", "resilience.breaker_reset_timeout", "5s", 5.0),
 ]
 ALIASES = {"PORT", "ARCHIVE_STORAGE_TYPE", "ARCHIVE_BUCKET_NAME"}
 # What some rows need to be valid on their own.
@@ -118,10 +133,37 @@ def test_defaults():
         "ENABLE_FLOWCTL": "false",
         "FLOWCTL_ENDPOINT": "localhost:8080",
         "FLOWCTL_HEARTBEAT_INTERVAL": "10s",
+        "TLS_ENABLED": "false",
+        "TLS_CERT_PATH": "",
+        "TLS_KEY_PATH": "",
+        "TLS_CLIENT_CA_PATH": "",
+        "API_KEY_REQUIRED": "false",
+        "API_KEYS_FILE": "",
+        "ALLOW_INSECURE_API_KEYS": "false",
+        "MAX_STREAMS_PER_CLIENT": "0",
+        "RATE_LIMIT_RPS": "0.0",
+        "RATE_LIMIT_BURST": "20",
+        "MAX_LEDGERS_PER_SECOND_PER_STREAM": "0",
+        "RANGE_INFLIGHT_BYTES": "256MiB",
+        "MAX_START_AHEAD_LEDGERS": "17280",
+        "BREAKER_FAILURE_THRESHOLD": "5",
+        "BREAKER_RESET_TIMEOUT": "30s",
     }
     assert cfg.storage.cache_bytes == 256 * 2**20 and cfg.storage.missing_object_wait == 60.0
     assert cfg.storage.uses_sample_lake
-    assert cfg.security == c.SecurityConfig()
+    assert not cfg.security.tls_enabled and not cfg.security.api_key_required
+
+
+def test_every_setting_has_a_reload_class():
+    assert {s.reload for s in c.SETTINGS} <= set(c.RELOAD_CLASSES)
+    by_class = {s.env: s.reload for s in c.SETTINGS}
+    # Storage client settings need a restart; read-ahead and the limits apply to new streams.
+    for name in ("STORAGE_TIMEOUT", "STORAGE_MAX_INFLIGHT", "S3_ENDPOINT_URL", "STORAGE_TYPE", "BUCKET_NAME"):
+        assert by_class[name] == "restart", name
+    for name in ("READAHEAD_BYTES", "MAX_STREAMS_PER_CLIENT", "RATE_LIMIT_RPS", "MAX_CONCURRENT_STREAMS"):
+        assert by_class[name] == "new-streams", name
+    with pytest.raises(TypeError):
+        c._opt("X", "int", "1")  # type: ignore[call-arg]  # no reload class: refused
 
 
 def test_the_table_covers_every_setting():

@@ -57,6 +57,10 @@ class Setting:
     high: float | None = None
     choices: tuple[str, ...] = ()
     required: bool = False  # strings: empty is refused
+    # How a change applies on reload (SIGHUP, a watched file): "live" at once,
+    # open streams included; "new-streams" to calls that start after it;
+    # "restart" not without one (a reload that changes it is refused whole).
+    reload: str = "restart"
     section: str = ""  # filled in from the tree below
     key: str = ""
 
@@ -65,7 +69,14 @@ class Setting:
         return f"{self.section}.{self.key}"
 
 
-def _opt(env: str, kind: str, default: str, **bounds: Any) -> Any:
+RELOAD_CLASSES = ("live", "new-streams", "restart")
+
+
+def _opt(env: str, kind: str, default: str, *, reload: str, **bounds: Any) -> Any:
+    """One setting; ``reload`` (one of RELOAD_CLASSES) is required, so that no setting lacks one."""
+    if reload not in RELOAD_CLASSES:
+        raise ValueError(f"{env}: reload class {reload!r} is not one of {RELOAD_CLASSES}")
+    bounds["reload"] = reload
     if kind in ("int", "size"):
         bounds.setdefault("low", 1)
     elif kind == "duration":
@@ -82,33 +93,35 @@ def _port(env: str, default: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = _opt("SERVER_HOST", "str", "0.0.0.0", required=True)
-    port: int = _port("SERVER_PORT", "50052", aliases=("PORT",))
-    health_enabled: bool = _opt("HEALTH_ENABLED", "bool", "true")
-    health_port: int = _port("HEALTH_PORT", "8088")
-    graceful_shutdown_timeout: float = _opt("GRACEFUL_SHUTDOWN_TIMEOUT", "duration", "30s", low=0)
-    max_concurrent_streams: int = _opt("MAX_CONCURRENT_STREAMS", "int", "100")
+    host: str = _opt("SERVER_HOST", "str", "0.0.0.0", required=True, reload="restart")
+    port: int = _port("SERVER_PORT", "50052", aliases=("PORT",), reload="restart")
+    health_enabled: bool = _opt("HEALTH_ENABLED", "bool", "true", reload="restart")
+    health_port: int = _port("HEALTH_PORT", "8088", reload="restart")
+    graceful_shutdown_timeout: float = _opt("GRACEFUL_SHUTDOWN_TIMEOUT", "duration", "30s", low=0, reload="live")
+    max_concurrent_streams: int = _opt("MAX_CONCURRENT_STREAMS", "int", "100", reload="new-streams")
 
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    type: str = _opt("STORAGE_TYPE", "choice", "FS", choices=STORAGE_TYPES, aliases=("ARCHIVE_STORAGE_TYPE",))
-    bucket_name: str = _opt("BUCKET_NAME", "str", "", aliases=("ARCHIVE_BUCKET_NAME",))
-    path: str = _opt("ARCHIVE_PATH", "str", "")
-    region: str = _opt("AWS_REGION", "str", "")
-    endpoint: str = _opt("S3_ENDPOINT_URL", "str", "")
-    force_path_style: bool = _opt("S3_FORCE_PATH_STYLE", "bool", "false")
-    ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64")
-    files_per_partition: int = _opt("FILES_PER_PARTITION", "int", "10")
-    timeout: float = _opt("STORAGE_TIMEOUT", "duration", "30s")
-    max_inflight: int = _opt("STORAGE_MAX_INFLIGHT", "int", "128")
-    retry_attempts: int = _opt("RETRY_ATTEMPTS", "int", "5")
-    retry_backoff: float = _opt("RETRY_BACKOFF", "duration", "1s")
-    readahead_bytes: int = _opt("READAHEAD_BYTES", "size", "64MiB")
-    poll_interval: float = _opt("POLL_INTERVAL", "duration", "1s")
-    cache_bytes: int = _opt("CACHE_BYTES", "size", "256MiB")
-    max_object_bytes: int = _opt("MAX_OBJECT_BYTES", "size", "512MiB")
-    missing_object_wait: float = _opt("MISSING_OBJECT_WAIT", "duration", "60s", low=0)
+    type: str = _opt(
+        "STORAGE_TYPE", "choice", "FS", choices=STORAGE_TYPES, aliases=("ARCHIVE_STORAGE_TYPE",), reload="restart"
+    )
+    bucket_name: str = _opt("BUCKET_NAME", "str", "", aliases=("ARCHIVE_BUCKET_NAME",), reload="restart")
+    path: str = _opt("ARCHIVE_PATH", "str", "", reload="restart")
+    region: str = _opt("AWS_REGION", "str", "", reload="restart")
+    endpoint: str = _opt("S3_ENDPOINT_URL", "str", "", reload="restart")
+    force_path_style: bool = _opt("S3_FORCE_PATH_STYLE", "bool", "false", reload="restart")
+    ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64", reload="restart")
+    files_per_partition: int = _opt("FILES_PER_PARTITION", "int", "10", reload="restart")
+    timeout: float = _opt("STORAGE_TIMEOUT", "duration", "30s", reload="restart")
+    max_inflight: int = _opt("STORAGE_MAX_INFLIGHT", "int", "128", reload="restart")
+    retry_attempts: int = _opt("RETRY_ATTEMPTS", "int", "5", reload="live")
+    retry_backoff: float = _opt("RETRY_BACKOFF", "duration", "1s", reload="live")
+    readahead_bytes: int = _opt("READAHEAD_BYTES", "size", "64MiB", reload="new-streams")
+    poll_interval: float = _opt("POLL_INTERVAL", "duration", "1s", reload="live")
+    cache_bytes: int = _opt("CACHE_BYTES", "size", "256MiB", reload="restart")
+    max_object_bytes: int = _opt("MAX_OBJECT_BYTES", "size", "512MiB", reload="restart")
+    missing_object_wait: float = _opt("MISSING_OBJECT_WAIT", "duration", "60s", low=0, reload="new-streams")
 
     @property
     def uses_sample_lake(self) -> bool:
@@ -117,30 +130,60 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
-    verify_hash_chain: bool = _opt("VERIFY_HASH_CHAIN", "bool", "true")
-    xdr_unknown_arms: str = _opt("XDR_UNKNOWN_ARMS", "choice", "error", choices=UNKNOWN_ARMS)
-    range_max_ledgers: int = _opt("RANGE_MAX_LEDGERS", "int", "100")
-    range_max_bytes: int = _opt("RANGE_MAX_BYTES", "size", "64MiB")
-    decode_workers: int = _opt("DECODE_WORKERS", "int", "2")
+    verify_hash_chain: bool = _opt("VERIFY_HASH_CHAIN", "bool", "true", reload="restart")
+    xdr_unknown_arms: str = _opt("XDR_UNKNOWN_ARMS", "choice", "error", choices=UNKNOWN_ARMS, reload="restart")
+    range_max_ledgers: int = _opt("RANGE_MAX_LEDGERS", "int", "100", reload="new-streams")
+    range_max_bytes: int = _opt("RANGE_MAX_BYTES", "size", "64MiB", reload="new-streams")
+    decode_workers: int = _opt("DECODE_WORKERS", "int", "2", reload="restart")
 
 
 @dataclass(frozen=True, slots=True)
 class MonitoringConfig:
-    metrics_enabled: bool = _opt("METRICS_ENABLED", "bool", "true")
-    metrics_port: int = _port("METRICS_PORT", "9090")
-    log_level: str = _opt("LOG_LEVEL", "choice", "info", choices=LOG_LEVELS)
+    metrics_enabled: bool = _opt("METRICS_ENABLED", "bool", "true", reload="restart")
+    metrics_port: int = _port("METRICS_PORT", "9090", reload="restart")
+    log_level: str = _opt("LOG_LEVEL", "choice", "info", choices=LOG_LEVELS, reload="live")
 
 
 @dataclass(frozen=True, slots=True)
 class FlowctlConfig:
-    enabled: bool = _opt("ENABLE_FLOWCTL", "bool", "false")
-    endpoint: str = _opt("FLOWCTL_ENDPOINT", "str", "localhost:8080", required=True)
-    heartbeat_interval: float = _opt("FLOWCTL_HEARTBEAT_INTERVAL", "duration", "10s")
+    enabled: bool = _opt("ENABLE_FLOWCTL", "bool", "false", reload="restart")
+    endpoint: str = _opt("FLOWCTL_ENDPOINT", "str", "localhost:8080", required=True, reload="restart")
+    heartbeat_interval: float = _opt("FLOWCTL_HEARTBEAT_INTERVAL", "duration", "10s", reload="restart")
 
 
 @dataclass(frozen=True, slots=True)
 class SecurityConfig:
-    """Nothing yet; the section exists so later settings have a home."""
+    """Who may connect: TLS (mutual with a client CA) and API keys."""
+
+    tls_enabled: bool = _opt("TLS_ENABLED", "bool", "false", reload="restart")
+    tls_cert_path: str = _opt("TLS_CERT_PATH", "str", "", reload="live")
+    tls_key_path: str = _opt("TLS_KEY_PATH", "str", "", reload="live")
+    tls_client_ca_path: str = _opt("TLS_CLIENT_CA_PATH", "str", "", reload="live")
+    api_key_required: bool = _opt("API_KEY_REQUIRED", "bool", "false", reload="new-streams")
+    api_keys_file: str = _opt("API_KEYS_FILE", "str", "", reload="live")
+    allow_insecure_api_keys: bool = _opt("ALLOW_INSECURE_API_KEYS", "bool", "false", reload="new-streams")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What one client, one stream and all ranges together may take (0: no limit)."""
+
+    max_streams_per_client: int = _opt("MAX_STREAMS_PER_CLIENT", "int", "0", low=0, reload="new-streams")
+    rate_limit_rps: float = _opt("RATE_LIMIT_RPS", "float", "0", low=0, reload="new-streams")
+    rate_limit_burst: int = _opt("RATE_LIMIT_BURST", "int", "20", reload="new-streams")
+    max_ledgers_per_second_per_stream: int = _opt(
+        "MAX_LEDGERS_PER_SECOND_PER_STREAM", "int", "0", low=0, reload="new-streams"
+    )
+    range_inflight_bytes: int = _opt("RANGE_INFLIGHT_BYTES", "size", "256MiB", reload="new-streams")
+    max_start_ahead_ledgers: int = _opt("MAX_START_AHEAD_LEDGERS", "int", "17280", low=0, reload="new-streams")
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """The storage circuit breaker."""
+
+    breaker_failure_threshold: int = _opt("BREAKER_FAILURE_THRESHOLD", "int", "5", reload="live")
+    breaker_reset_timeout: float = _opt("BREAKER_RESET_TIMEOUT", "duration", "30s", reload="live")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +194,8 @@ class Config:
     monitoring: MonitoringConfig
     flowctl: FlowctlConfig
     security: SecurityConfig
+    limits: LimitsConfig
+    resilience: ResilienceConfig
     #: environment names the operator set (in YAML or the environment), as
     #: opposed to defaults: a lake manifest may only be contradicted by these
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
