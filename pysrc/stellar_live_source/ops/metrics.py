@@ -37,6 +37,11 @@ class Metrics:
             f"{PREFIX}_xdr_fallback_ledgers", "Ledgers delimited by the hash-chain fallback", registry=r
         )
         self.fallback_ledgers.set_function(lambda: core_decode.Stats.fallback_ledgers)
+        self.config_reloads = Counter(
+            f"{PREFIX}_config_reloads", "Configuration reloads, by result", ["result"], registry=r
+        )
+        for result in ("applied", "refused", "invalid"):
+            self.config_reloads.labels(result)
 
     def watch_lake(self, lake: Any) -> None:
         """Read the lake's counters at scrape time (handed the lake: ops imports none of it)."""
