@@ -37,6 +37,11 @@ class Metrics:
             f"{PREFIX}_xdr_fallback_ledgers", "Ledgers delimited by the hash-chain fallback", registry=r
         )
         self.fallback_ledgers.set_function(lambda: core_decode.Stats.fallback_ledgers)
+        self.tls_cert_expiry = Gauge(
+            f"{PREFIX}_tls_cert_expiry_timestamp_seconds",
+            "When the served TLS certificate expires, Unix seconds (0 with TLS off)",
+            registry=r,
+        )
         self.config_reloads = Counter(
             f"{PREFIX}_config_reloads", "Configuration reloads, by result", ["result"], registry=r
         )
