@@ -75,6 +75,8 @@ COMPANIONS = {
     "STORAGE_TYPE": {"BUCKET_NAME": "b"},
     "ARCHIVE_STORAGE_TYPE": {"BUCKET_NAME": "b"},
     "VERIFY_HASH_CHAIN": {"XDR_UNKNOWN_ARMS": "error"},
+    "TLS_ENABLED": {"TLS_CERT_PATH": "/tls/tls.crt", "TLS_KEY_PATH": "/tls/tls.key"},
+    "API_KEY_REQUIRED": {"ALLOW_INSECURE_API_KEYS": "true"},
 }
 
 
@@ -188,7 +190,7 @@ def test_yaml_key_maps_to_field(tmp_path, name, yaml_key, text, expected):
     section, key = yaml_key.split(".")
     extra = "  bucket_name: b\n" if yaml_key == "storage.type" else ""
     path = write(tmp_path, f"{section}:\n  {key}: {text!r}\n{extra}")
-    cfg = c.load({}, config_file=path)
+    cfg = c.load(COMPANIONS.get(name, {}), config_file=path)
     assert field(cfg, yaml_key) == expected
 
 

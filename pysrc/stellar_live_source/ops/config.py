@@ -486,6 +486,15 @@ def _cross_check(v: Mapping[str, Any]) -> list[str]:
             f"RETRY_BACKOFF={format_duration(v['RETRY_BACKOFF'])} is above "
             f"the {format_duration(RETRY_BACKOFF_CAP)} cap its doubling stops at"
         )
+    if v.get("API_KEY_REQUIRED") and v.get("TLS_ENABLED") is False and v.get("ALLOW_INSECURE_API_KEYS") is False:
+        problems.append(
+            "API_KEY_REQUIRED=true with TLS_ENABLED=false would send keys in clear: enable TLS, "
+            "or set ALLOW_INSECURE_API_KEYS=true (loopback, or a mesh that terminates TLS)"
+        )
+    if v.get("TLS_ENABLED"):
+        missing = [name for name in ("TLS_CERT_PATH", "TLS_KEY_PATH") if v.get(name) == ""]
+        if missing:
+            problems.append(f"TLS_ENABLED=true needs {' and '.join(missing)}")
     listeners = ["SERVER_PORT"] + [
         port for port, on in (("HEALTH_PORT", "HEALTH_ENABLED"), ("METRICS_PORT", "METRICS_ENABLED")) if v.get(on)
     ]
