@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -78,7 +79,8 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 class Listener:
     """One aiohttp application on one port (0: any free port)."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context  # TLS (never asking for a client certificate), or plain HTTP
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS, logger=log)
         self.port: int | None = None
 
@@ -88,7 +90,7 @@ class Listener:
         sock = socket.create_server((host, port), family=_family(host), reuse_port=False)
         try:
             await self._runner.setup()
-            await web.SockSite(self._runner, sock).start()
+            await web.SockSite(self._runner, sock, ssl_context=self._ssl_context).start()
         except BaseException:
             sock.close()
             raise
