@@ -30,6 +30,12 @@ class Metrics:
         self.range_calls = Counter(
             f"{PREFIX}_range_calls", "GetLedgerRange calls, by gRPC status", ["code"], registry=r
         )
+        self.auth_failures = Counter(
+            f"{PREFIX}_auth_failures", "Calls refused for a missing or wrong API key, by reason", ["reason"], registry=r
+        )
+        self.refusals = Counter(
+            f"{PREFIX}_refusals", "Calls refused by a limit (RESOURCE_EXHAUSTED), by limit", ["limit"], registry=r
+        )
         self.newest_ledger = Gauge(f"{PREFIX}_lake_newest_ledger", "Newest ledger in the lake", registry=r)
         self.cache_bytes = Gauge(f"{PREFIX}_cache_bytes", "Bytes of decoded objects cached", registry=r)
         self.storage_fetches = Gauge(f"{PREFIX}_storage_fetches", "Object reads from storage", registry=r)
