@@ -138,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tune_malloc()
     config = _config(args)
     _logging(config.monitoring.log_level)
-    asyncio.run(App(parts.build(config)).run(args.ports_file))
+    asyncio.run(App(parts.build(config)).run(args.ports_file, config_file=args.config))
     return 0
 
 

@@ -168,7 +168,7 @@ class FileWatcher:
     those whose identity, size or times changed (appearing and vanishing too)."""
 
     def __init__(
-        self, paths: Callable[[], Iterable[str]], changed: Callable[[list[str]], None], interval: float = 1.0
+        self, paths: Callable[[], Iterable[str]], changed: Callable[[list[str]], object], interval: float = 1.0
     ) -> None:
         self._paths = paths
         self._changed = changed

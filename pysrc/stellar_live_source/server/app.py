@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -29,7 +31,9 @@ from ..core import BACKEND, index
 from ..core.zstd import ZSTD_VERSION
 from ..errors import ConfigError
 from ..lake.lake import Lake
+from ..ops.config import Config, load
 from ..ops.readiness import DRAINING, STARTING
+from ..ops.reload import Change, FileWatcher, Reloader, watched_files
 from .http import Listener, health_app, metrics_app
 from .service import RawLedgerService
 
@@ -68,6 +72,9 @@ class App:
         self._background: set[asyncio.Task[Any]] = set()
         self._oldest_lookup: asyncio.Task[None] | None = None
         self.readiness.watch(self._readiness_changed)
+        self.reloader: Reloader | None = None
+        self._file_watch: asyncio.Task[None] | None = None
+        self.hard_exit: Callable[[int], object] = os._exit  # a second signal: no drain, no cleanup
 
     # -- start --
     async def start(self) -> Bound:
@@ -164,6 +171,60 @@ class App:
         if self._oldest_lookup is not None:
             await asyncio.gather(self._oldest_lookup, return_exceptions=True)
 
+    # -- reload --
+    def enable_reload(
+        self, environ: Mapping[str, str] | None = None, config_file: str | None = None, interval: float = 1.0
+    ) -> Reloader:
+        """Reload on ``reload()`` (SIGHUP under ``run``) and when a watched file
+        changes: the configuration is loaded as at start (``environ`` over
+        ``config_file``, by default CONFIG_FILE), checked and applied whole."""
+        env = os.environ if environ is None else environ
+        path = config_file if config_file is not None else env.get("CONFIG_FILE", "")
+        self.reloader = Reloader(
+            self.config,
+            lambda: load(env, config_file=path),
+            self.apply_config,
+            config_file=path,
+            environ=env,
+            count=lambda result: self.metrics.config_reloads.labels(result).inc(),
+        )
+        watcher = FileWatcher(
+            lambda: watched_files(self.config, path), lambda moved: self.reload(f"{', '.join(moved)} changed"), interval
+        )
+        self._file_watch = asyncio.ensure_future(watcher.run())
+        return self.reloader
+
+    def reload(self, why: str = "reload") -> str | None:
+        """One reload now: applied, refused or invalid (None before ``enable_reload``)."""
+        if self.reloader is None:
+            log.warning("%s: ignored, the service is still starting", why)
+            return None
+        return self.reloader.reload(why)
+
+    def apply_config(self, new: Config, changed: list[Change]) -> None:
+        """A reload checked by the Reloader (no restart-class setting differs):
+        live settings at once, new-streams settings for calls that start after."""
+        logging.getLogger().setLevel(new.monitoring.log_level.upper())
+        st = new.storage
+        if self.lake is not None:  # read at each retry and each tip poll: open streams included
+            self.lake.settings = replace(
+                self.lake.settings,
+                retry_attempts=st.retry_attempts,
+                retry_backoff=st.retry_backoff,
+                poll_interval=st.poll_interval,
+            )
+        # Each stream captured its settings when it started; new calls take these.
+        self.service.settings = replace(
+            self.service.settings,
+            readahead_bytes=st.readahead_bytes,
+            missing_object_wait=st.missing_object_wait,
+            poll_interval=st.poll_interval,
+            range_max_ledgers=new.stream.range_max_ledgers,
+            range_max_bytes=new.stream.range_max_bytes,
+        )
+        self.service.max_streams = new.server.max_concurrent_streams
+        self.config = new  # GRACEFUL_SHUTDOWN_TIMEOUT is read from here at stop
+
     # -- readiness to gRPC health --
     def _readiness_changed(self) -> None:
         task = asyncio.ensure_future(self._publish_health())
@@ -181,6 +242,9 @@ class App:
         self.readiness.hold(DRAINING, "the server is shutting down")
         await self.health.enter_graceful_shutdown()  # NOT_SERVING first: load balancers stop sending
         self.service.draining.set()
+        if self._file_watch is not None:
+            self._file_watch.cancel()
+            await asyncio.gather(self._file_watch, return_exceptions=True)
         if self.server is not None:
             await self.server.stop(grace)
         for listener in reversed(self._listeners):
@@ -196,16 +260,29 @@ class App:
         else:
             await self.parts.storage.close()
 
-    async def run(self, ports_file: str | None = None) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    async def run(self, ports_file: str | None = None, config_file: str | None = None) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully (a second
+        one exits at once with status 1); reload on SIGHUP and file changes."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
         bound = await self.listen()
         if ports_file:
             write_ports(ports_file, bound)
         await self.open()
+        self.enable_reload(config_file=config_file)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+
+        def signalled(sig: signal.Signals) -> None:
+            if stop.is_set():
+                log.warning("%s again: exiting now, without draining", sig.name)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                sys.stderr.flush()
+                self.hard_exit(1)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signalled, sig)
         await stop.wait()
         log.info("signal received: draining")
         await self.stop()
