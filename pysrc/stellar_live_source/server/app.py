@@ -35,6 +35,8 @@ from ..ops.config import Config, load
 from ..ops.readiness import DRAINING, STARTING
 from ..ops.reload import Change, FileWatcher, Reloader, watched_files
 from .http import Listener, health_app, metrics_app
+from .door import Door
+from .keys import ApiKeys
 from .service import RawLedgerService
 
 if TYPE_CHECKING:
@@ -65,6 +67,13 @@ class App:
         self.service = RawLedgerService(
             parts.stream_settings, parts.metrics, parts.config.server.max_concurrent_streams
         )
+        self.service.update(parts.config)
+        # The door (API keys, per-client limits) in front of every ledger RPC.
+        # A reload calls ``door.update(config)``: limits for new calls, the
+        # keys file path (``keys.update``) and the service's limits.
+        self.keys = ApiKeys(parts.config.security.api_keys_file)
+        self.door = Door(parts.config, self.keys, parts.metrics)
+        self.door.on_update(self.service.update)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bound: Bound | None = None
@@ -103,8 +112,11 @@ class App:
             metrics_port = await self._http(
                 metrics_app(self.metrics.registry), "METRICS_PORT", c.monitoring.metrics_port
             )
+        if c.security.api_key_required or c.security.api_keys_file:
+            self.keys.load()  # ConfigError naming API_KEYS_FILE: refused before anything is served
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
         self.server = grpc.aio.server(
+            interceptors=[self.door],
             options=[
                 ("grpc.max_send_message_length", -1),
                 ("grpc.max_receive_message_length", 1 << 20),
@@ -124,6 +136,7 @@ class App:
         if port == 0:
             raise ConfigError(f"SERVER_PORT={c.server.port}: cannot listen on {host}")
         await self.server.start()
+        self.keys.start()
         self.bound = Bound(port, health_port, metrics_port)
         log.info("listening on %s: %s", host, ", ".join(f"{k} {v}" for k, v in ports(self.bound).items() if v))
         return self.bound
@@ -250,6 +263,7 @@ class App:
         for listener in reversed(self._listeners):
             await listener.stop()
         self._listeners.clear()
+        await self.keys.stop()
         if self._oldest_lookup is not None:
             self._oldest_lookup.cancel()
             await asyncio.gather(self._oldest_lookup, return_exceptions=True)
