@@ -72,9 +72,7 @@ def records(caplog: Any, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
-async def test_a_file_change_during_an_open_stream_applies_log_level_limits_and_poll_interval_and_the_stream_gets_every_ledger(
-    tmp_path, caplog
-):
+async def test_a_file_change_during_an_open_stream_applies_at_once_and_the_stream_gets_every_ledger(tmp_path, caplog):
     lake = tmp_path / "lake"
     shutil.copytree(SHARED_LAKE, lake)
     last_object = lake / LAST_OBJECT
