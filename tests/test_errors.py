@@ -21,6 +21,7 @@ TABLE = [
     (e.ChainBroken, "DATA_LOSS", 1),
     (e.StorageError, "UNAVAILABLE", 3),
     (e.RetriesExhausted, "UNAVAILABLE", 3),
+    (e.StorageUnavailable, "UNAVAILABLE", 3),
     (e.Draining, "UNAVAILABLE", 3),
     (e.TooManyStreams, "RESOURCE_EXHAUSTED", 3),
     (e.ObjectNotFound, "NOT_FOUND", 1),

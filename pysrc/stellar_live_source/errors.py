@@ -13,6 +13,7 @@ the gRPC status a stream ends with and the exit code of the command.
     ├── Unavailable        transient: retry, or resume from the last ledger + 1
     │   ├── StorageError       one storage call failed (5xx, reset, timeout, a body cut short)
     │   ├── RetriesExhausted   storage failed after every retry
+    │   ├── StorageUnavailable the storage's circuit breaker is open: fails fast, names the cause
     │   ├── Draining           the server is shutting down
     │   └── TooManyStreams     every stream slot is taken
     ├── NotInLake          the lake does not hold what was asked for
@@ -57,6 +58,7 @@ __all__ = [
     "RetriesExhausted",
     "StorageConfigError",
     "StorageError",
+    "StorageUnavailable",
     "TooManyStreams",
     "Unavailable",
     "UsageError",
@@ -105,7 +107,9 @@ class HashError(CoreError):
 
 
 class CorruptObject(BadData):
-    """An object failed to decode or verify twice; the message names the key and the offset."""
+    """An object failed to decode or verify twice, or was refused unread (larger
+    than MAX_OBJECT_BYTES, not a regular file, a link out of the lake); the
+    message names the key and why."""
 
 
 class ChainBroken(BadData):
@@ -122,6 +126,11 @@ class StorageError(Unavailable):
 
 class RetriesExhausted(Unavailable):
     """Storage failed after every retry."""
+
+
+class StorageUnavailable(Unavailable):
+    """The storage's circuit breaker is open: failed at once, without asking
+    storage; the message names the last failure (the cause)."""
 
 
 class Draining(Unavailable):

@@ -20,7 +20,17 @@ from typing import TypeVar
 
 from ..core import decode, zstd
 from ..core.keys import EXTENSIONS, Layout
-from ..errors import CoreError, CorruptObject, LakeConfigError, ObjectNotFound, RetriesExhausted, StorageError
+from ..errors import (
+    BadData,
+    CoreError,
+    CorruptObject,
+    LakeConfigError,
+    ObjectNotFound,
+    RetriesExhausted,
+    StorageError,
+    Unavailable,
+)
+from .breaker import Breaker
 from .objects import LakeObject, ObjectCache
 from .slots import Slots
 from .storage import Storage
@@ -55,10 +65,22 @@ def _yield_to_the_loop() -> None:
         log.debug("decode thread priority left as it was: %s", exc)
 
 
-async def retrying(what: str, call: Callable[[], Awaitable[T]], settings: LakeSettings) -> T:
+async def retrying(
+    what: str, call: Callable[[], Awaitable[T]], settings: LakeSettings, breaker: Breaker | None = None
+) -> T:
     """``await call()``, retrying StorageError with exponential backoff and full
-    jitter; after ``retry_attempts`` retries, RetriesExhausted. A missing object
-    (ObjectNotFound) is an answer, not a failure: it passes through at once."""
+    jitter (so that concurrent waiters do not retry in lockstep); after
+    ``retry_attempts`` retries, RetriesExhausted. A missing object
+    (ObjectNotFound) is an answer, not a failure: it passes through at once.
+    Through ``breaker`` if given: the whole operation, retries included, is
+    one success or failure to it, and while it is open StorageUnavailable
+    comes at once."""
+    if breaker is not None:
+        return await breaker.call(lambda: _retrying(what, call, settings))
+    return await _retrying(what, call, settings)
+
+
+async def _retrying(what: str, call: Callable[[], Awaitable[T]], settings: LakeSettings) -> T:
     for attempt in range(settings.retry_attempts + 1):
         try:
             return await call()
@@ -89,11 +111,28 @@ class LakeSettings:
     unknown_arms: str
     decode_workers: int
     max_inflight: int  # storage reads at once, every stream together
+    breaker_failure_threshold: int = 5  # failed operations in a row that open the breaker
+    breaker_reset_timeout: float = 30.0  # seconds open before the half-open probe
+
+
+def breaker_for(storage: Storage, settings: LakeSettings) -> Breaker:
+    """A new breaker for ``storage`` with the settings' threshold and reset timeout."""
+    return Breaker(storage.description, settings.breaker_failure_threshold, settings.breaker_reset_timeout)
 
 
 class Lake:
-    def __init__(self, storage: Storage, layout: Layout, settings: LakeSettings, manifest: dict | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        layout: Layout,
+        settings: LakeSettings,
+        manifest: dict | None = None,
+        breaker: Breaker | None = None,
+    ):
         self.storage = storage
+        storage.max_object_bytes = settings.max_object_bytes  # refused from its stored size, unread
+        # One per storage backend: every storage operation of this lake goes through it.
+        self.breaker = breaker or breaker_for(storage, settings)
         self.layout = layout
         self.settings = settings
         self.manifest = manifest
@@ -113,11 +152,13 @@ class Lake:
 
     # -- opening --
     @classmethod
-    async def open(cls, storage: Storage, settings: LakeSettings) -> Lake:
-        await retrying("checking the lake", storage.check, settings)
+    async def open(cls, storage: Storage, settings: LakeSettings, breaker: Breaker | None = None) -> Lake:
+        breaker = breaker or breaker_for(storage, settings)
+        storage.max_object_bytes = settings.max_object_bytes
+        await retrying("checking the lake", storage.check, settings, breaker)
         manifest = None
         try:
-            text = await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings)
+            text = await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings, breaker)
             manifest = json.loads(bytes(text))  # remote reads hand back a buffer, not bytes
         except ObjectNotFound:
             pass
@@ -143,7 +184,7 @@ class Lake:
             layout = Layout(lpf or settings.default_ledgers_per_file, fpp or settings.default_files_per_partition)
         except (TypeError, ValueError) as exc:
             raise LakeConfigError(f"the lake manifest {MANIFEST} gives no usable layout: {exc}") from exc
-        lake = cls(storage, layout, settings, manifest)
+        lake = cls(storage, layout, settings, manifest, breaker)
         first = await lake._first_object_key("", None)
         if first is not None:  # the newest object's extension: what the exporter writes now
             ext = lake.layout.parse_key(first)[2]
@@ -211,17 +252,31 @@ class Lake:
                 raw = await self._get(key, ahead, on_size)
             except ObjectNotFound:
                 continue
+            # No exception leaves here holding a buffer: each failure becomes a
+            # message and the buffer is dropped before anything is raised (a
+            # traceback keeps its frames' locals alive, and a cached failure
+            # or a retry would keep them for as long).
             try:
                 return await self._decode(key, raw)
-            except CoreError as first:
-                # A truncated or garbled transfer is not a corrupt object: fetch once more.
-                log.warning("object %s failed to decode (%s); fetching it again", key, first)
-                try:
-                    return await self._decode(key, await self._get(key, ahead, on_size))
-                except CoreError as exc:
-                    raise CorruptObject(f"object {key}: {exc}") from exc
-                except ObjectNotFound:
-                    raise RetriesExhausted(f"object {key} disappeared while it was being read") from None
+            except CoreError as exc:
+                first = str(exc)
+            del raw
+            # A truncated or garbled transfer is not a corrupt object: fetch once more.
+            log.warning("object %s failed to decode (%s); fetching it again", key, first)
+            try:
+                raw = await self._get(key, ahead, on_size)
+            except ObjectNotFound:
+                gone = True
+            else:
+                gone = False
+            if gone:
+                raise RetriesExhausted(f"object {key} disappeared while it was being read")
+            try:
+                return await self._decode(key, raw)
+            except CoreError as exc:
+                second = str(exc)
+            del raw
+            raise CorruptObject(f"object {key}: {second}")
         return None
 
     async def _get(self, key: str, ahead: bool = False, on_size: Callable[[int], None] | None = None) -> bytes:
@@ -236,12 +291,12 @@ class Lake:
             finally:
                 slots.release(ahead)
 
-        return await retrying(f"reading {key}", get, self.settings)
+        return await retrying(f"reading {key}", get, self.settings, self.breaker)
 
     async def _list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
         what = f"listing {prefix or 'the lake'}"
         return await retrying(
-            what, lambda: self.storage.list(prefix, start_after=start_after, limit=limit), self.settings
+            what, lambda: self.storage.list(prefix, start_after=start_after, limit=limit), self.settings, self.breaker
         )
 
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
@@ -416,10 +471,14 @@ class Lake:
             self._watcher = asyncio.create_task(self._watch(), name="tip-watcher")
 
     async def _watch(self) -> None:
-        """Polls the newest key while anyone waits at the tip; one per lake."""
+        """Polls the newest key while anyone waits at the tip; one per lake.
+        Its listings go through the breaker like every storage operation, so
+        failed polls count (an outage at the tip shows in readiness), and it
+        keeps polling while the breaker is open: its polls are the probes
+        that close it when storage answers again."""
         while self._waiters:
             await asyncio.sleep(self.settings.poll_interval)
             try:
                 await self._refresh_newest()
-            except (RetriesExhausted, CorruptObject, StorageError) as exc:
+            except (Unavailable, BadData) as exc:
                 log.warning("tip watcher: %s", exc)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from ..errors import ObjectNotFound, StorageConfigError, StorageError
+from ..errors import CorruptObject, ObjectNotFound, StorageConfigError, StorageError
 from .storage import _PAGE, Storage, _root
 
 # Added to the request timeout for the asyncio deadline, which catches what
@@ -72,23 +72,37 @@ class RemoteStorage(Storage):
         """Without ``on_size``, one request for a range that covers any object:
         one round trip through obstore's runtime instead of two (headers, then
         body), about half the CPU per small object (docs/benchmarks.md). With
-        it, the size is reported from the response headers, before the body."""
+        it, the size is reported from the response headers, before the body.
+
+        An object stored larger than ``max_object_bytes`` is refused unread:
+        from its size in the headers, or (one request) by asking for one byte
+        past the cap and refusing when it came back; the buffer is dropped
+        before the error is raised, so no traceback holds it."""
         if self._closed:
             raise RuntimeError(f"{self.description} is closed")
         import obstore
 
         self.stats["get"] += 1
         path = self._key(key)
+        cap = self.max_object_bytes
         try:
             async with asyncio.timeout(self.timeout + _SLACK):
                 if on_size is None:
-                    data = await self._whole(path)
+                    data = await self._whole(path, _WHOLE if cap is None else cap + 1)
                     size = len(data)
+                    if cap is not None and size > cap:
+                        del data
+                        raise self._too_large(key, f"over {cap}")
                 else:
                     resp = await obstore.get_async(self._store, path)
                     size = resp.meta["size"]
+                    if cap is not None and size > cap:
+                        del resp  # dropping the response closes its connection: the body is not read
+                        raise self._too_large(key, str(size))
                     on_size(size)
                     data = await resp.bytes_async()
+        except CorruptObject:
+            raise
         except TimeoutError:
             self.stats["errors"] += 1
             raise StorageError(f"{self.description}: get {key!r}: no answer within {self.timeout:.1f}s") from None
@@ -96,17 +110,26 @@ class RemoteStorage(Storage):
             raise self._mapped(f"get {key!r}", exc) from exc
         if len(data) != size:
             self.stats["errors"] += 1
-            raise StorageError(f"{self.description}: get {key!r}: truncated body, {len(data)} of {size} bytes")
+            got = len(data)
+            del data
+            raise StorageError(f"{self.description}: get {key!r}: truncated body, {got} of {size} bytes")
         self.stats["get_bytes"] += size
         # obstore.Bytes, not bytes: a read-only buffer the core decodes in place (no copy).
         return data
 
-    async def _whole(self, path: str) -> Any:
+    def _too_large(self, key: str, size: str) -> CorruptObject:
+        self.stats["refused"] = self.stats.get("refused", 0) + 1
+        return CorruptObject(
+            f"{self.description}: {key!r} holds {size} bytes, over MAX_OBJECT_BYTES={self.max_object_bytes}: "
+            "refused unread"
+        )
+
+    async def _whole(self, path: str, end: int = _WHOLE) -> Any:
         import obstore
         from obstore.exceptions import GenericError
 
         try:
-            return await obstore.get_range_async(self._store, path, start=0, end=_WHOLE)
+            return await obstore.get_range_async(self._store, path, start=0, end=end)
         except GenericError as exc:
             if " 416 " not in str(exc):
                 raise

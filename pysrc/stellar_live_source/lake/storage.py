@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import ObjectNotFound, StorageConfigError, StorageError
+from ..core.keys import EXTENSIONS
+from ..errors import CorruptObject, ObjectNotFound, StorageConfigError, StorageError
 
 __all__ = ["Storage", "open_storage"]
 
@@ -49,6 +50,8 @@ def _root(prefix: str) -> str:
 class Storage(abc.ABC):
     kind: str
     description: str
+    # Objects stored larger than this are refused before they are read (set by the lake).
+    max_object_bytes: int | None = None
 
     def __init__(self, description: str, timeout: float, max_inflight: int) -> None:
         self.description = description
@@ -166,6 +169,48 @@ class FolderStorage(Storage):
         super().__init__(self._folder.rstrip("/") + "/" + root, timeout, max_inflight)
         self.inline = _RWF_NOWAIT is not None
         self._slow_reads = 0
+        self._real = os.path.realpath(self._folder)  # links are followed only to within it
+
+    def _open(self, key: str, path: str) -> tuple[int, os.stat_result]:
+        """An open descriptor of the lake's regular file at ``path`` and its
+        stat. Never blocks on what the file is: a FIFO, a device or a
+        directory is refused from its stat before any open, and the open
+        itself is non-blocking (a FIFO swapped in meanwhile cannot hold it).
+        A link is followed only to a file inside the lake; a file larger
+        than ``max_object_bytes`` is refused unread. Raises ObjectNotFound,
+        CorruptObject (bad data: never retried) or OSError."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"{self.description}: no object {key!r}") from None
+        self._refuse(key, st)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)
+            self._refuse(key, st)
+            real = _fd_path(fd) or os.path.realpath(path)
+            if not self._inside(real):
+                raise CorruptObject(f"{self.description}: {key!r} is a link to {real}, outside the lake: refused")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st
+
+    def _inside(self, real: str) -> bool:
+        return real == self._real or real.startswith(self._real.rstrip("/") + "/")
+
+    def _refuse(self, key: str, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode) and not key.endswith(tuple(EXTENSIONS)):
+            # A folder of the lake: no object there, as on S3 or GCS.
+            raise ObjectNotFound(f"{self.description}: no object {key!r} (a folder)")
+        if not stat.S_ISREG(st.st_mode):
+            what = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise CorruptObject(f"{self.description}: {key!r} is {what}, not an object: refused unread")
+        cap = self.max_object_bytes
+        if cap is not None and st.st_size > cap:
+            raise CorruptObject(
+                f"{self.description}: {key!r} holds {st.st_size} bytes, over MAX_OBJECT_BYTES={cap}: refused unread"
+            )
 
     def _path(self, key: str) -> str:
         parts = key.split("/")
@@ -180,13 +225,12 @@ class FolderStorage(Storage):
         path = self._path(key)
         began = time.perf_counter()
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None  # missing or unreadable: the pool's read says which
+            fd, st = self._open(key, path)
+        except (OSError, ObjectNotFound, CorruptObject):
+            return None  # missing, unreadable or refused: the pool's read says which
         try:
-            st = os.fstat(fd)
             size = st.st_size
-            if not stat.S_ISREG(st.st_mode) or size > self.INLINE_MAX_BYTES:
+            if size > self.INLINE_MAX_BYTES:
                 return None
             buf = bytearray(size + 1)  # one byte over: a file that grew is read by the pool
             try:
@@ -214,9 +258,15 @@ class FolderStorage(Storage):
 
     def _get(self, key: str) -> bytes:
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            fd, _ = self._open(key, self._path(key))
+            with open(fd, "rb") as f:
+                cap = self.max_object_bytes
+                data = f.read() if cap is None else f.read(cap + 1)
+            if cap is not None and len(data) > cap:  # grown since its stat
+                del data
+                raise CorruptObject(f"{self.description}: {key!r} holds over MAX_OBJECT_BYTES={cap} bytes: refused")
+            return data
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"{self.description}: no object {key!r}") from None
         except OSError as e:
             raise StorageError(f"{self.description}: get {key!r}: {e}") from e
@@ -251,6 +301,8 @@ class FolderStorage(Storage):
                     if not e.name.startswith(name_prefix):
                         continue
                     is_dir = e.is_dir()
+                    if is_dir and e.is_symlink() and not self._inside(os.path.realpath(e.path)):
+                        continue  # a folder linked from outside the lake is not the lake's
                     key = base + e.name + ("/" if is_dir else "")
                     if start_after is not None and key <= start_after and not (is_dir and start_after.startswith(key)):
                         continue
@@ -270,6 +322,23 @@ class FolderStorage(Storage):
                 pass
         except OSError as e:
             raise StorageConfigError(f"{self.description}: the lake folder can't be read: {e}") from e
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _fd_path(fd: int) -> str | None:
+    """The path an open descriptor names (Linux, through /proc), else None."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def open_storage(
