@@ -176,8 +176,21 @@ def cmd_stream(args: argparse.Namespace) -> int:
     def retrying(exc: grpc.aio.AioRpcError, attempt: int, wait: float) -> None:
         _say("stream", f"{exc.code().name}: {exc.details()}; retry {attempt} of {args.max_retries} in {wait:.1f}s")
 
+    if bool(args.cert) != bool(args.key):
+        raise BadInputFile("--cert and --key go together (the client's certificate and its key)")
+    api_key = _api_key(args.api_key_file)
+
     async def run() -> None:
-        async with Client(args.server, max_retries=args.max_retries, on_retry=retrying) as client:
+        async with Client(
+            args.server,
+            tls=args.tls,
+            tls_ca=args.ca,
+            tls_cert=args.cert,
+            tls_key=args.key,
+            api_key=api_key,
+            max_retries=args.max_retries,
+            on_retry=retrying,
+        ) as client:
             async for seq, xdr in client.stream(args.start, args.end):
                 if out:
                     (out / f"{seq}.xdr").write_bytes(xdr)
@@ -190,6 +203,25 @@ def cmd_stream(args: argparse.Namespace) -> int:
         _say("stream", f"{exc.code().name}: {exc.details()}")
         return exit_code_for_status(exc.code().name)
     return 0
+
+
+#: Where ``stream`` finds the API key when ``--api-key-file`` is not given (never a flag's value).
+API_KEY_ENV = "STELLAR_LIVE_SOURCE_API_KEY"
+
+
+def _api_key(path: str | None) -> str | None:
+    """The API key from ``--api-key-file`` (its first non-empty line), else the
+    environment; None when neither. The key itself is never printed."""
+    if path:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInputFile(f"--api-key-file {path}: {getattr(exc, 'strerror', None) or 'not text'}") from None
+        key = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if not key:
+            raise BadInputFile(f"--api-key-file {path}: holds no key")
+        return key
+    return os.environ.get(API_KEY_ENV, "").strip() or None
 
 
 def decode_hash(xdr: bytes) -> str:
@@ -261,7 +293,10 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[config], help=f"print the lake's {what} ledger")
         p.set_defaults(func=cmd_lake_end)
 
-    p = sub.add_parser("stream", help="stream ledgers from a server; resumes by itself after UNAVAILABLE")
+    # No abbreviations: "--api-key SECRET" must not be taken for --api-key-file (and the key printed as a path).
+    p = sub.add_parser(
+        "stream", allow_abbrev=False, help="stream ledgers from a server; resumes by itself after UNAVAILABLE"
+    )
     p.add_argument("--server", default="localhost:50052", help="host:port of the service")
     p.add_argument("--from", dest="start", type=int, required=True, metavar="N", help="first ledger")
     p.add_argument("--to", dest="end", type=int, default=0, metavar="M", help="last ledger (default: follow the tip)")
@@ -272,6 +307,16 @@ def parser() -> argparse.ArgumentParser:
         default=5,
         metavar="N",
         help="give up (exit 3) after N retries in a row without a new ledger (default: 5)",
+    )
+    p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's CAs (implied by --ca)")
+    p.add_argument("--ca", metavar="FILE", help="TLS: the CA certificate (PEM) that signed the server's certificate")
+    p.add_argument("--cert", metavar="FILE", help="mutual TLS: this client's certificate (PEM); needs --key")
+    p.add_argument("--key", metavar="FILE", help="mutual TLS: this client's private key (PEM); needs --cert")
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help=f"read the API key from FILE (default: the {API_KEY_ENV} environment variable); "
+        "sent as 'authorization: Bearer KEY'",
     )
     p.set_defaults(func=cmd_stream)
 

@@ -34,10 +34,11 @@ from ..lake.lake import Lake
 from ..ops.config import Config, load
 from ..ops.readiness import DRAINING, STARTING
 from ..ops.reload import Change, FileWatcher, Reloader, watched_files
-from .http import Listener, health_app, metrics_app
 from .door import Door
+from .http import Listener, health_app, metrics_app
 from .keys import ApiKeys
 from .service import RawLedgerService
+from .tls import TlsWatcher
 
 if TYPE_CHECKING:
     from ..parts import Parts
@@ -78,6 +79,7 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.bound: Bound | None = None
         self._listeners: list[Listener] = []
+        self.tls: TlsWatcher | None = None  # TLS_ENABLED: the files, watched; update(config) on reload
         self._background: set[asyncio.Task[Any]] = set()
         self._oldest_lookup: asyncio.Task[None] | None = None
         self.readiness.watch(self._readiness_changed)
@@ -104,6 +106,9 @@ class App:
         c = self.config
         host = c.server.host
         health_port = metrics_port = None
+        if c.security.tls_enabled:  # the files checked before anything listens
+            self.tls = TlsWatcher(c.security, self.metrics)
+            log.info("TLS on every port%s", " (mutual on gRPC: TLS_CLIENT_CA_PATH)" if self.tls.mutual else "")
         if c.server.health_enabled:
             health_port = await self._http(
                 health_app(self.health_report, self.readiness), "HEALTH_PORT", c.server.health_port
@@ -121,7 +126,7 @@ class App:
                 ("grpc.max_send_message_length", -1),
                 ("grpc.max_receive_message_length", 1 << 20),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self.server.add_generic_rpc_handlers((self.service.handler(),))
         # grpcio's servicer reports "" as SERVING until told otherwise: not before the rule says so.
@@ -130,19 +135,25 @@ class App:
         names = (api.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server, pool=api.POOL)
         try:
-            port = self.server.add_insecure_port(f"{_bracketed(host)}:{c.server.port}")
+            address = f"{_bracketed(host)}:{c.server.port}"
+            if self.tls is not None:
+                port = self.server.add_secure_port(address, self.tls.server_credentials())
+            else:
+                port = self.server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio raises where older releases returned 0
             raise ConfigError(f"SERVER_PORT={c.server.port}: cannot listen on {host}: {exc}") from None
         if port == 0:
             raise ConfigError(f"SERVER_PORT={c.server.port}: cannot listen on {host}")
         await self.server.start()
         self.keys.start()
+        if self.tls is not None:
+            self.tls.start()
         self.bound = Bound(port, health_port, metrics_port)
         log.info("listening on %s: %s", host, ", ".join(f"{k} {v}" for k, v in ports(self.bound).items() if v))
         return self.bound
 
     async def _http(self, app: Any, setting: str, port: int) -> int:
-        listener = Listener(app)
+        listener = Listener(app, self.tls.http_context() if self.tls is not None else None)
         self._listeners.append(listener)
         try:
             return await listener.start(self.config.server.host, port)
@@ -264,6 +275,8 @@ class App:
             await listener.stop()
         self._listeners.clear()
         await self.keys.stop()
+        if self.tls is not None:
+            await self.tls.stop()
         if self._oldest_lookup is not None:
             self._oldest_lookup.cancel()
             await asyncio.gather(self._oldest_lookup, return_exceptions=True)
