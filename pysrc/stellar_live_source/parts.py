@@ -56,6 +56,8 @@ def lake_settings(config: Config) -> LakeSettings:
         unknown_arms=config.stream.xdr_unknown_arms,
         decode_workers=config.stream.decode_workers,
         max_inflight=st.max_inflight,
+        breaker_failure_threshold=config.resilience.breaker_failure_threshold,
+        breaker_reset_timeout=config.resilience.breaker_reset_timeout,
     )
 
 

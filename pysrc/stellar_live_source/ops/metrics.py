@@ -43,6 +43,12 @@ class Metrics:
             f"{PREFIX}_xdr_fallback_ledgers", "Ledgers delimited by the hash-chain fallback", registry=r
         )
         self.fallback_ledgers.set_function(lambda: core_decode.Stats.fallback_ledgers)
+        self.breaker_state = Gauge(
+            f"{PREFIX}_breaker_state",
+            "Storage circuit breaker per backend: 0 closed, 1 half-open, 2 open",
+            ["backend"],
+            registry=r,
+        )
         self.tls_cert_expiry = Gauge(
             f"{PREFIX}_tls_cert_expiry_timestamp_seconds",
             "When the served TLS certificate expires, Unix seconds (0 with TLS off)",
@@ -58,3 +64,5 @@ class Metrics:
         """Read the lake's counters at scrape time (handed the lake: ops imports none of it)."""
         self.cache_bytes.set_function(lambda: lake.cache.bytes)
         self.storage_fetches.set_function(lambda: lake.fetches)
+        breaker = lake.breaker
+        self.breaker_state.labels(lake.storage.kind).set_function(lambda: breaker.state)

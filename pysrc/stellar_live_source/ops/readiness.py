@@ -4,7 +4,8 @@
 The service is ready while no reason holds it back. A part that cannot serve
 yet (or any more) holds a reason and releases it later: the application holds
 "starting" until the lake was reached and its newest ledger looked up, and
-"draining" from a shutdown on. Observers are told of every change and read the
+"draining" from a shutdown on, and "storage" while the storage's circuit
+breaker is open or probing (liveness, ``/health``, is not affected). Observers are told of every change and read the
 state back; none keeps a rule of its own.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 STARTING = "starting"
 DRAINING = "draining"
+STORAGE = "storage"  # held while the storage's circuit breaker is not closed
 
 
 class Readiness:

@@ -32,7 +32,7 @@ from ..core.zstd import ZSTD_VERSION
 from ..errors import ConfigError
 from ..lake.lake import Lake
 from ..ops.config import Config, load
-from ..ops.readiness import DRAINING, STARTING
+from ..ops.readiness import DRAINING, STARTING, STORAGE
 from ..ops.reload import Change, FileWatcher, Reloader, watched_files
 from .door import Door
 from .http import Listener, health_app, metrics_app
@@ -165,6 +165,7 @@ class App:
         try:
             lake = self.lake = await self.parts.open_lake()
             self.metrics.watch_lake(lake)
+            lake.breaker.watch(self._breaker_changed)
             self.service.lake = lake
             newest = await lake.newest()
         except BaseException:
@@ -237,6 +238,7 @@ class App:
                 retry_backoff=st.retry_backoff,
                 poll_interval=st.poll_interval,
             )
+            self.lake.breaker.update(new)  # live: the next storage operation uses them
         # Each stream captured its settings when it started; new calls take these.
         self.service.settings = replace(
             self.service.settings,
@@ -248,6 +250,14 @@ class App:
         )
         self.service.max_streams = new.server.max_concurrent_streams
         self.config = new  # GRACEFUL_SHUTDOWN_TIMEOUT is read from here at stop
+
+    def _breaker_changed(self, breaker: Any) -> None:
+        """Not ready while the storage's circuit breaker is open or probing;
+        ready again when it closes. Liveness (/health) is not touched."""
+        if breaker.state_name == "closed":
+            self.readiness.release(STORAGE)
+        else:
+            self.readiness.hold(STORAGE, f"storage circuit breaker {breaker.state_name}: {breaker.cause}")
 
     # -- readiness to gRPC health --
     def _readiness_changed(self) -> None:
