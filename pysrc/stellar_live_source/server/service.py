@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -53,6 +54,11 @@ class Malformed:
 
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+def _on_done(context: grpc.aio.ServicerContext[Any, Any], fn: Callable[[], None]) -> None:
+    """``fn()`` when the call is over, however it ends (its response sent, or not)."""
+    context.add_done_callback(cast(Any, lambda _ctx: fn()))  # the stubs type the callback as a private class
 
 
 def _parser(cls: Any) -> Any:
@@ -191,7 +197,7 @@ class RawLedgerService:
         try:
             if held:  # wait for room, up to the call's deadline
                 await asyncio.wait_for(budget.acquire(held), context.time_remaining())
-                context.add_done_callback(lambda _: budget.release(held))  # held until sent, however it ends
+                _on_done(context, lambda: budget.release(held))  # held until sent, however it ends
             out = await ledger_range(lake, request.start_ledger, request.end_ledger, self.settings)
         except TimeoutError:
             self.metrics.range_calls.labels("DEADLINE_EXCEEDED").inc()
@@ -205,7 +211,7 @@ class RawLedgerService:
         if held and len(out) > held:
             extra = len(out) - held
             budget.grow(extra)
-            context.add_done_callback(lambda _: budget.release(extra))
+            _on_done(context, lambda: budget.release(extra))
         self.metrics.range_calls.labels("OK").inc()
         return out
 
