@@ -5,6 +5,7 @@ client does, so the API works for consumers that are not grpcio."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -43,15 +44,17 @@ def node_installed() -> None:
 FIRST, LAST = 1410048, 1410367
 
 
-async def node(*args: object, timeout: float = 60) -> tuple[int, list[str], str]:
+async def node(*args: object, timeout: float = 60, env: dict[str, str] | None = None) -> tuple[int, list[str], str]:
     """Run stream.js; (exit code, stdout lines, stderr). Async so the
-    in-process server keeps serving while Node talks to it."""
+    in-process server keeps serving while Node talks to it. ``env``: added
+    to this process's environment (the API key)."""
     proc = await asyncio.create_subprocess_exec(
         node_binary(),
         str(NODE_DIR / "stream.js"),
         *map(str, args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env} if env else None,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -95,3 +98,42 @@ async def test_node_sees_invalid_argument_and_exits_2():
         rc, got, err = await node(addr, 1, 5)
     assert (rc, got) == (2, [])
     assert err.startswith("STATUS INVALID_ARGUMENT ") and "start_ledger" in err
+
+
+async def test_node_sends_an_api_key(tmp_path):
+    """Both header forms from grpc-js against a server requiring a key; none or a wrong one: UNAUTHENTICATED."""
+    key = "sk-node-0123456789abcdef"
+    keys = tmp_path / "keys"
+    keys.write_text(f"node:{key}\n")
+    env = env_for(SHARED_LAKE, API_KEY_REQUIRED="true", API_KEYS_FILE=str(keys), ALLOW_INSECURE_API_KEYS="true")
+    start, end = 1410100, 1410120
+    async with running_app(env) as (_, addr):
+        want = lines(await collect_with_key(addr, key, start, end))
+        rc, got, err = await node(addr, start, end, env={"STELLAR_LIVE_SOURCE_API_KEY": key})
+        assert rc == 0, err
+        assert got == want
+        header = {"STELLAR_LIVE_SOURCE_API_KEY": key, "STELLAR_LIVE_SOURCE_API_KEY_HEADER": "x-api-key"}
+        rc, got, err = await node(addr, "range", start, end + 1, env=header)
+        assert rc == 0, err
+        assert got[:-1] == want
+        rc, _, err = await node(addr, start, end)
+        assert rc == 2 and err.startswith("STATUS UNAUTHENTICATED"), err
+        rc, _, err = await node(addr, start, end, env={"STELLAR_LIVE_SOURCE_API_KEY": "sk-wrong"})
+        assert rc == 2 and err.startswith("STATUS UNAUTHENTICATED"), err
+
+
+async def collect_with_key(addr: str, key: str, start: int, end: int) -> list[tuple[int, bytes]]:
+    """The ledgers over a raw grpc.aio channel, the key in metadata (the Python
+    client's own key support is tested with it)."""
+    import grpc
+
+    from stellar_live_source import api
+
+    req = api.StreamLedgersRequest(start_ledger=start, end_ledger=end)
+    async with grpc.aio.insecure_channel(addr) as ch:
+        call = ch.unary_stream(
+            api.STREAM_METHOD,
+            request_serializer=api.StreamLedgersRequest.SerializeToString,
+            response_deserializer=api.RawLedger.FromString,
+        )(req, metadata=(("authorization", f"Bearer {key}"),), timeout=30)
+        return [(m.sequence, m.ledger_close_meta_xdr) async for m in call]

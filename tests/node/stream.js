@@ -6,6 +6,11 @@
 //   node stream.js ADDR range START END    GetLedgerRange [START, END), then "LATEST n"
 //
 // A non-OK status goes to stderr as "STATUS <CODE_NAME> <details>", exit 2.
+//
+// An API key, when the server requires one, comes from the environment (never
+// the command line): STELLAR_LIVE_SOURCE_API_KEY, sent as
+// "authorization: Bearer KEY", or as "x-api-key: KEY" when
+// STELLAR_LIVE_SOURCE_API_KEY_HEADER=x-api-key.
 'use strict';
 
 const crypto = require('crypto');
@@ -46,16 +51,23 @@ function fail(err) {
   process.exitCode = 2;  // not process.exit(): let stdout drain first
 }
 
+const metadata = new grpc.Metadata();
+const apiKey = process.env.STELLAR_LIVE_SOURCE_API_KEY;
+if (apiKey) {
+  if (process.env.STELLAR_LIVE_SOURCE_API_KEY_HEADER === 'x-api-key') metadata.set('x-api-key', apiKey);
+  else metadata.set('authorization', `Bearer ${apiKey}`);
+}
+
 const request = { start_ledger: Number(start), end_ledger: Number(end) };
 if (isRange) {
-  client.getLedgerRange(request, (err, resp) => {
+  client.getLedgerRange(request, metadata, (err, resp) => {
     if (err) return fail(err);
     resp.ledgers.forEach(printLedger);
     process.stdout.write(`LATEST ${resp.latest_ledger}\n`);
     client.close();
   });
 } else {
-  const call = client.streamRawLedgers(request);
+  const call = client.streamRawLedgers(request, metadata);
   call.on('data', printLedger);
   call.on('error', fail);
   call.on('end', () => client.close());
