@@ -59,12 +59,11 @@ def changes(old: Config, new: Config) -> list[Change]:
     return [Change(s, before[s.env], after[s.env]) for s in SETTINGS if before[s.env] != after[s.env]]
 
 
-def watched_files(config: Config, config_file: str) -> list[str]:
-    """The files a change of which means a reload: the configuration file, the
-    API keys file and the TLS files (whatever is set)."""
-    sec = config.security
-    paths = [config_file, sec.api_keys_file, sec.tls_cert_path, sec.tls_key_path, sec.tls_client_ca_path]
-    return [p for p in dict.fromkeys(paths) if p]
+def watched_files(config_file: str) -> list[str]:
+    """The files a change of which means a reload: the configuration file. (The
+    API keys file and the TLS files are watched by the parts that read them,
+    which take new paths from a reload.)"""
+    return [config_file] if config_file else []
 
 
 def _file_values(path: str) -> dict[str, str]:
@@ -150,7 +149,11 @@ class Reloader:
                     "(hidden)" if c.setting.env in SECRET else c.new,
                 )
             return self._done(REFUSED)
-        self._apply(new, found)
+        try:
+            self._apply(new, found)
+        except ConfigError as exc:  # a part refused it before changing anything (TLS files that do not load)
+            log.error("%s: configuration not reloaded, nothing changed: %s", why, "; ".join(exc.problems))
+            return self._done(INVALID)
         self.config = new
         if found:
             log.info("%s: applied %s", why, ", ".join(map(str, found)))

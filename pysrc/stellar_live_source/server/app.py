@@ -214,7 +214,7 @@ class App:
             count=lambda result: self.metrics.config_reloads.labels(result).inc(),
         )
         watcher = FileWatcher(
-            lambda: watched_files(self.config, path), lambda moved: self.reload(f"{', '.join(moved)} changed"), interval
+            lambda: watched_files(path), lambda moved: self.reload(f"{', '.join(moved)} changed"), interval
         )
         self._file_watch = asyncio.ensure_future(watcher.run())
         return self.reloader
@@ -228,7 +228,10 @@ class App:
 
     def apply_config(self, new: Config, changed: list[Change]) -> None:
         """A reload checked by the Reloader (no restart-class setting differs):
-        live settings at once, new-streams settings for calls that start after."""
+        live settings at once, new-streams settings for calls that start after.
+        TLS first: a bad new set of files raises ConfigError before anything changed."""
+        if self.tls is not None:
+            self.tls.update(new)  # new paths loaded and checked now; the files themselves it watches
         logging.getLogger().setLevel(new.monitoring.log_level.upper())
         st = new.storage
         if self.lake is not None:  # read at each retry and each tip poll: open streams included
@@ -248,7 +251,9 @@ class App:
             range_max_ledgers=new.stream.range_max_ledgers,
             range_max_bytes=new.stream.range_max_bytes,
         )
-        self.service.max_streams = new.server.max_concurrent_streams
+        # API_KEY_REQUIRED and the limits for new calls, the keys file path, the service's own limits
+        # (MAX_CONCURRENT_STREAMS among them); the keys file itself the keys watch.
+        self.door.update(new)
         self.config = new  # GRACEFUL_SHUTDOWN_TIMEOUT is read from here at stop
 
     def _breaker_changed(self, breaker: Any) -> None:
