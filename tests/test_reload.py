@@ -239,3 +239,57 @@ def test_sighup_and_a_file_change_reload_a_running_server(tmp_path):
         metrics = http_get(srv.url("/metrics"))[1].decode()
         for result, n in (("applied", 2), ("refused", 1), ("invalid", 0)):
             assert f'stellar_live_source_config_reloads_total{{result="{result}"}} {n}.0' in metrics
+
+
+async def test_a_reload_of_keys_and_limits_during_a_stream_applies_to_new_calls_and_the_stream_goes_on(tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(SHARED_LAKE, lake)
+    last_object = lake / LAST_OBJECT
+    held_back = tmp_path / "held_back.xdr.zst"
+    shutil.move(last_object, held_back)
+    (tmp_path / "keys-a").write_text("alice:key-alice-1\nbob:key-bob-1\n")
+    (tmp_path / "keys-b").write_text("# rotated\nbob:key-bob-2\n")
+    security = {"api_key_required": True, "allow_insecure_api_keys": True}
+    config = tmp_path / "config.yaml"
+    write(config, with_(security={**security, "api_keys_file": str(tmp_path / "keys-a")}))
+    env = env_with_file(lake, config)
+    async with running_app(env) as (app, addr):
+        assert app.lake is not None
+        app.enable_reload(env, interval=3600)
+        received: list[int] = []
+
+        async def consume() -> None:
+            async with Client(addr, max_retries=0, api_key="key-alice-1") as client:
+                async for seq, _ in client.stream(FIRST, LAST, timeout=60):
+                    received.append(seq)
+
+        task = asyncio.create_task(consume())
+        await until(lambda: app.lake is not None and app.lake.waiters == 1, 20, "the stream waiting at the tip")
+
+        write(
+            config,
+            with_(
+                security={**security, "api_keys_file": str(tmp_path / "keys-b")},
+                limits={"max_streams_per_client": 1, "rate_limit_rps": 5},
+            ),
+        )
+        assert app.reload("SIGHUP") == "applied"
+        assert (app.door.limits.max_streams_per_client, app.door.limits.rate_limit_rps) == (1, 5)
+        await until(lambda: app.keys.name_of("key-bob-2") == "bob", 10, "the new keys file read")
+
+        async def first_of(key: str) -> tuple[grpc.StatusCode, int]:
+            n = 0
+            async with Client(addr, max_retries=0, api_key=key) as client:
+                try:
+                    async for _ in client.stream(FIRST, FIRST + 1, timeout=20):
+                        n += 1
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code(), n
+            return grpc.StatusCode.OK, n
+
+        assert await first_of("key-alice-1") == (grpc.StatusCode.UNAUTHENTICATED, 0)  # gone from the new file
+        assert await first_of("key-bob-2") == (grpc.StatusCode.OK, 2)
+
+        shutil.move(held_back, last_object)
+        await asyncio.wait_for(task, 20)  # the stream opened with the old key goes on
+        assert received == list(range(FIRST, LAST + 1))
