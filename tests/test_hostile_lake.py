@@ -152,6 +152,7 @@ async def test_the_event_loop_stays_free_while_a_stream_meets_a_fifo(lake: Path)
     (lake / OBJ).unlink()
     os.mkfifo(lake / OBJ)
     async with running_app(env_for(lake)) as (app, addr):
+        assert app.bound is not None
         health = f"http://127.0.0.1:{app.bound.health_port}/health"
         streams = [asyncio.create_task(status_of(addr, 2, 13, timeout=10)) for _ in range(3)]
         status, _ = await asyncio.to_thread(http_get, health, 5)
@@ -217,7 +218,7 @@ async def test_a_hanging_object_holds_one_slot_while_health_and_other_streams_wo
         LOG_LEVEL="warning",
     )
     async with running_app(env) as (app, addr):
-        assert app.lake is not None
+        assert app.lake is not None and app.bound is not None
         hung = asyncio.create_task(status_of(addr, 4, 7, timeout=20))
         await asyncio.sleep(0.2)
         assert app.lake.slots.in_use == 1  # the hung read holds one slot

@@ -92,6 +92,7 @@ async def outage(app, server: ObjectServer, seen: dict) -> None:
 async def test_an_outage_opens_the_breaker_and_a_resuming_client_loses_and_repeats_nothing(server, lake):
     _, ledgers = lake
     async with running_app(env(server)) as (app, addr):
+        assert app.lake is not None
         seen: dict = {}
         unavailable: list[str] = []
         got: list[tuple[int, bytes]] = []
@@ -101,7 +102,7 @@ async def test_an_outage_opens_the_breaker_and_a_resuming_client_loses_and_repea
             max_retries=None,
             retry_backoff=0.05,
             retry_backoff_max=0.2,
-            on_retry=lambda e, n, w: unavailable.append(e.details()),
+            on_retry=lambda e, n, w: unavailable.append(e.details() or ""),
         ) as client:
             async for seq, raw in client.stream(START, START + COUNT - 1, timeout=60):
                 got.append((seq, raw))
@@ -128,19 +129,21 @@ async def test_failed_tip_polls_open_the_breaker_and_a_waiting_stream_keeps_wait
     _, ledgers = lake
     newest = START + COUNT - 1
     async with running_app(env(server)) as (app, addr):
+        lake_ = app.lake
+        assert lake_ is not None
         async with Client(addr, max_retries=0) as client:
             stream = client.stream(newest + 1, newest + 1, timeout=30)
             first = asyncio.create_task(anext(stream))
-            await until(lambda: app.lake.waiters == 1, 5, "the stream to wait at the tip")
+            await until(lambda: lake_.waiters == 1, 5, "the stream to wait at the tip")
             server.configure(fail_rate=1.0)  # only the tip watcher asks storage now
-            await until(lambda: app.lake.breaker.state == OPEN, 10, "the breaker to open")
+            await until(lambda: lake_.breaker.state == OPEN, 10, "the breaker to open")
             status, body = await probe(app, "/ready")
             assert status == 503 and "circuit breaker" in json.dumps(body)
             assert (await probe(app, "/health"))[0] == 200
             await asyncio.sleep(0.3)
-            assert not first.done() and app.lake.waiters == 1  # still waiting, not failed
+            assert not first.done() and lake_.waiters == 1  # still waiting, not failed
             server.configure(fail_rate=0.0)
-            await until(lambda: app.lake.breaker.state == CLOSED, 10, "the breaker to close")
+            await until(lambda: lake_.breaker.state == CLOSED, 10, "the breaker to close")
             assert (await probe(app, "/ready"))[0] == 200
             server.put(BUCKET, LAYOUT.object_key(newest + 1), (lake[0] / LAYOUT.object_key(newest + 1)).read_bytes())
             seq, raw = await asyncio.wait_for(first, 10)
