@@ -190,11 +190,10 @@ class DoorLimits:
         )
 
 
-class Refused(Exception):
-    """A call the door turns away (internal: becomes a gRPC status)."""
+class Refused:
+    """A call the door turns away: the gRPC status it ends with (a value, not an exception)."""
 
     def __init__(self, code: grpc.StatusCode, message: str, retry_ms: int | None = None) -> None:
-        super().__init__(message)
         self.code = code
         self.message = message
         self.retry_ms = retry_ms
@@ -222,21 +221,21 @@ class Door(grpc.aio.ServerInterceptor):
             fn(config)
 
     # -- the checks --
-    def _admit(self, metadata: Any, peer: str | None, lim: DoorLimits) -> str:
-        """The client's name, or Refused."""
+    def _admit(self, metadata: Any, peer: str | None, lim: DoorLimits) -> str | Refused:
+        """The client's name, or why the call is refused."""
         name = None
         if lim.api_key_required:
             key = presented_key(metadata)
             if key is None:
                 self.metrics.auth_failures.labels("missing").inc()
-                raise Refused(
+                return Refused(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "an API key is required: send 'authorization: Bearer KEY' or 'x-api-key: KEY'",
                 )
             name = self.keys.name_of(key)
             if name is None:
                 self.metrics.auth_failures.labels("wrong").inc()
-                raise Refused(grpc.StatusCode.UNAUTHENTICATED, "the API key is not valid")
+                return Refused(grpc.StatusCode.UNAUTHENTICATED, "the API key is not valid")
         else:
             key = presented_key(metadata)
             if key is not None and self.keys.names:
@@ -245,14 +244,14 @@ class Door(grpc.aio.ServerInterceptor):
         if lim.rate_limit_rps > 0:
             wait = self.buckets.take(client, lim.rate_limit_rps, lim.rate_limit_burst)
             if wait > 0:
-                raise self._refuse(
+                return self._refuse(
                     "rate_limit",
                     f"RATE_LIMIT_RPS: at most {lim.rate_limit_rps:g} new calls a second per client"
                     f" (bursts of {max(1, lim.rate_limit_burst)})",
                     wait,
                 )
         if lim.max_streams_per_client and self.open_calls.get(client, 0) >= lim.max_streams_per_client:
-            raise self._refuse(
+            return self._refuse(
                 "max_streams_per_client",
                 f"MAX_STREAMS_PER_CLIENT: at most {lim.max_streams_per_client} calls open at once per client",
                 1.0,
@@ -312,10 +311,9 @@ class Door(grpc.aio.ServerInterceptor):
     def _unary(self, behavior: Any, metadata: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:
             lim = self.limits
-            try:
-                client = self._admit(metadata, context.peer(), lim)
-            except Refused as r:
-                await self._refused(context, r)
+            client = self._admit(metadata, context.peer(), lim)
+            if isinstance(client, Refused):
+                await self._refused(context, client)
                 return None
             self._enter(client)
             token = client_name.set(client)
@@ -332,10 +330,9 @@ class Door(grpc.aio.ServerInterceptor):
 
             async def generate(request: Any, context: Any) -> Any:
                 lim = self.limits
-                try:
-                    client = self._admit(metadata, context.peer(), lim)
-                except Refused as r:
-                    await self._refused(context, r)
+                client = self._admit(metadata, context.peer(), lim)
+                if isinstance(client, Refused):
+                    await self._refused(context, client)
                     return
                 self._enter(client)
                 client_name.set(client)
