@@ -22,7 +22,7 @@ from stellar_live_source.lake.lake import Lake
 from stellar_live_source.parts import SAMPLE_LAKE
 
 from .service_storage_support import s3_env
-from .service_support import env_for, http_get, lake_settings, running_app, status_of, storage_for
+from .service_support import env_for, http_get, lake_settings, running_app, status_of, storage_for, until
 from .support.endpoints import DUMMY_AWS_ENV
 from .support.objectserver import ObjectServer
 
@@ -231,3 +231,10 @@ async def test_a_hanging_object_holds_one_slot_while_health_and_other_streams_wo
         code, details, n = await hung
         assert code == grpc.StatusCode.UNAVAILABLE and "after 2 tries" in details and n == 0
         assert app.lake.slots.in_use == 0  # released at the deadline
+        # A shutdown while the object hangs again is not held up by it.
+        again = asyncio.create_task(status_of(addr, 4, 7, timeout=20))
+        await until(lambda: app.lake is not None and app.lake.slots.in_use == 1, 5, "the read to hang")
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 1.5  # app.stop(1.0) in running_app, not the 1 s storage deadline twice
+    code, _, n = await again
+    assert code == grpc.StatusCode.UNAVAILABLE and n == 0
