@@ -255,3 +255,29 @@ def test_a_broken_table_is_found(breaks: Callable[[str], str]) -> None:
     broken = breaks(text)
     assert broken != text, "the mutation did not apply: the README's table changed shape"
     assert table_problems(broken)
+
+
+# -- SECURITY.md: each point names the test that shows it --------------------------
+
+SECURITY = ROOT / "SECURITY.md"
+_TEST_REF = re.compile(r"`((?:tests/)?[\w/]+\.py|tests/fuzz/)(?:::(\w+))?`")
+
+
+def missing_test_refs(text: str) -> list[str]:
+    """The ``file.py::test_name`` references of ``text`` with no such file or test in tests/."""
+    missing = []
+    for name, test in _TEST_REF.findall(text):
+        path = ROOT / (name if name.startswith("tests") else f"tests/{name}")
+        if not path.exists() or (test and not re.search(rf"^\s*(async )?def {test}\b", path.read_text(), re.M)):
+            missing.append(f"{name}::{test}" if test else name)
+    return missing
+
+
+def test_security_names_tests_that_exist():
+    text = SECURITY.read_text()
+    assert len(_TEST_REF.findall(text)) >= 20  # the threat model points at its tests
+    assert missing_test_refs(text) == []
+    assert missing_test_refs("`test_auth.py::test_no_such_test`, `test_nope.py`") == [
+        "test_auth.py::test_no_such_test",
+        "test_nope.py",
+    ]

@@ -172,7 +172,8 @@ def _put_s3(endpoint: str, bucket: str, folder, keys: list[str]) -> None:
 
 # -- storage down longer than the retry budget ----------------------------------------------------------
 
-OUTAGE = {"RETRY_ATTEMPTS": "2", "RETRY_BACKOFF": "50ms", "READAHEAD_BYTES": "24KiB"}  # a few objects ahead
+# A few objects ahead; the outage opens the storage breaker, which probes again soon after.
+OUTAGE = {"RETRY_ATTEMPTS": "2", "RETRY_BACKOFF": "50ms", "READAHEAD_BYTES": "24KiB", "BREAKER_RESET_TIMEOUT": "200ms"}
 
 
 async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_resuming_misses_nothing(
