@@ -194,8 +194,9 @@ async def test_storage_down_past_the_retry_budget_ends_streams_unavailable_and_r
             assert [s for s, _ in got] == list(range(start, cached + 1))  # all that storage could give
         assert proxy.counts["refused"] >= 3  # the next object: three tries (shared by the streams)
         assert took < 10, f"the retry budget is 2 retries of at most 100 ms; the streams took {took:.1f}s"
-        # Storage comes back; each client resumes from its last ledger + 1.
+        # Storage comes back; once the breaker may probe again, each client resumes from its last ledger + 1.
         proxy.configure(down=False)
+        await asyncio.sleep(0.3)  # past BREAKER_RESET_TIMEOUT: the next read is the probe, and closes it
         for start, (got, _, _) in zip(starts, first_legs, strict=True):
             rest, code, details = await stream_once(addr, got[-1][0] + 1, LAST)
             assert code == grpc.StatusCode.OK, details
