@@ -42,6 +42,7 @@ log = logging.getLogger("stellar_live_source.config")
 
 STORAGE_TYPES = ("FS", "S3", "GCS")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "text")
 RETRY_BACKOFF_CAP = 30.0  # seconds; the doubling of RETRY_BACKOFF stops here
 
 
@@ -142,6 +143,11 @@ class MonitoringConfig:
     metrics_enabled: bool = _opt("METRICS_ENABLED", "bool", "true", reload="restart")
     metrics_port: int = _port("METRICS_PORT", "9090", reload="restart")
     log_level: str = _opt("LOG_LEVEL", "choice", "info", choices=LOG_LEVELS, reload="live")
+    log_format: str = _opt("LOG_FORMAT", "choice", "json", choices=LOG_FORMATS, reload="restart")
+    log_progress_ledgers: int = _opt("LOG_PROGRESS_LEDGERS", "int", "10000", reload="new-streams")
+    tracing_enabled: bool = _opt("TRACING_ENABLED", "bool", "false", reload="restart")
+    slo_availability: float = _opt("SLO_AVAILABILITY", "float", "0.999", low=0.0, high=1.0, reload="live")
+    slo_window: float = _opt("SLO_WINDOW", "duration", "1h", reload="restart")
 
 
 @dataclass(frozen=True, slots=True)
