@@ -124,10 +124,11 @@ def _config(args: argparse.Namespace) -> Config:
     return load(config_file=args.config)
 
 
-def _logging(level: str) -> None:
-    import logging
+def _logging(level: str, fmt: str) -> None:
+    """``serve``'s logs: LOG_FORMAT (json lines, or text) on stdout at LOG_LEVEL (ops.logs)."""
+    from .ops import logs
 
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(level, fmt)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -137,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     tune_malloc()
     config = _config(args)
-    _logging(config.monitoring.log_level)
+    _logging(config.monitoring.log_level, config.monitoring.log_format)
     asyncio.run(App(parts.build(config)).run(args.ports_file, config_file=args.config))
     return 0
 

@@ -14,7 +14,10 @@ For each call, before the handler runs (so before any storage work):
    ``retry-after-ms`` trailing metadata entry.
 
 The client's name is in ``client_name`` (a context variable) for the
-service's logs; it is never a metric label. ``update(config)`` applies new
+service's logs; it is never a metric label. Every call (refused ones too)
+gets a correlation ID in ``request_id`` (``ops.logs.request_id_of``: the
+client's valid ``x-request-id``, else a new UUID4), sent back first thing in
+the initial metadata as ``x-request-id``. ``update(config)`` applies new
 limits to new calls; calls already open keep what they started with.
 """
 
@@ -27,19 +30,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from ..ops import logs
+from ..ops.context import client_name, request_id
 from ..ops.metrics import Metrics
 from .keys import ApiKeys
 
 log = logging.getLogger("stellar_live_source.server")
-
-#: The client of the call being served: a key's name or a peer's address.
-client_name: ContextVar[str] = ContextVar("client_name", default="-")
 
 #: Services the door leaves open: probes and tooling.
 OPEN_PREFIXES = (
@@ -199,6 +200,13 @@ class Refused:
         self.retry_ms = retry_ms
 
 
+async def _identify(context: Any, metadata: Any) -> None:
+    """The call's correlation ID: set for its log lines, sent in its initial metadata."""
+    rid = logs.request_id_of(metadata)
+    request_id.set(rid)  # each call runs in its own task: its own context
+    await context.send_initial_metadata(((logs.REQUEST_ID, rid),))
+
+
 class Door(grpc.aio.ServerInterceptor):
     def __init__(self, config: Any, keys: ApiKeys, metrics: Metrics, clock: Callable[[], float] = time.monotonic):
         self.keys = keys
@@ -310,6 +318,7 @@ class Door(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Any, metadata: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:
+            await _identify(context, metadata)
             lim = self.limits
             client = self._admit(metadata, context.peer(), lim)
             if isinstance(client, Refused):
@@ -329,6 +338,7 @@ class Door(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(behavior):
 
             async def generate(request: Any, context: Any) -> Any:
+                await _identify(context, metadata)
                 lim = self.limits
                 client = self._admit(metadata, context.peer(), lim)
                 if isinstance(client, Refused):

@@ -33,6 +33,7 @@ from ..lake.lake import Lake
 from ..ops.metrics import Metrics
 from .door import RETRY_AFTER, ByteBudget, client_name
 from .stream import StreamSettings, check_start, ledger_range, stream_frames
+from .traced import request_attrs, traced
 
 log = logging.getLogger("stellar_live_source.server")
 
@@ -83,6 +84,7 @@ class RawLedgerService:
         self.ranges = 0  # range calls open (they count against max_streams too)
         self.pace = 0  # ledgers a second per stream, 0: no pace
         self.max_start_ahead = 0  # 0: a stream may start any distance past the tip
+        self.progress_every = 10_000  # LOG_PROGRESS_LEDGERS: a progress line per this many ledgers a stream sends
         self.range_budget = ByteBudget(0)
         self.draining = asyncio.Event()
 
@@ -92,6 +94,7 @@ class RawLedgerService:
         self.max_streams = config.server.max_concurrent_streams
         self.pace = lim.max_ledgers_per_second_per_stream
         self.max_start_ahead = lim.max_start_ahead_ledgers
+        self.progress_every = max(1, config.monitoring.log_progress_ledgers)
         self.range_budget.cap = lim.range_inflight_bytes
         self.range_budget.release(0)  # a larger cap may let waiters in
 
@@ -139,11 +142,12 @@ class RawLedgerService:
             self._check_slot()
         except LiveSourceError as exc:
             await self._refuse(context, exc)
-        pace, most_ahead = self.pace, self.max_start_ahead  # this stream keeps these
+        pace, most_ahead, every = self.pace, self.max_start_ahead, self.progress_every  # this stream keeps these
         self.active += 1
         self.metrics.streams_active.inc()
         self.metrics.streams_started.inc()
         sent = count = 0
+        progress = every  # the count at which the next progress line is written
         try:
             await self._check_ahead(lake, request.start_ledger, request.end_ledger, most_ahead)
             runs = stream_frames(lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
@@ -159,6 +163,9 @@ class RawLedgerService:
                             early = count / pace - (loop.time() - began)
                             if early > 0:
                                 await asyncio.sleep(early)
+                    if count >= progress:  # checked once per run: never a line per ledger
+                        log.info("stream from %d: %d ledgers sent", request.start_ledger, count)
+                        progress = (count // every + 1) * every
             code, msg = grpc.StatusCode.OK, ""
         except LiveSourceError as exc:
             code, msg = status_of(exc), str(exc)
@@ -220,10 +227,12 @@ class RawLedgerService:
             api.SERVICE,
             {
                 "StreamRawLedgers": grpc.unary_stream_rpc_method_handler(
-                    self.stream_raw_ledgers, request_deserializer=_parser(api.StreamLedgersRequest)
+                    traced(api.STREAM_METHOD, self.stream_raw_ledgers, True, request_attrs),
+                    request_deserializer=_parser(api.StreamLedgersRequest),
                 ),
                 "GetLedgerRange": grpc.unary_unary_rpc_method_handler(
-                    self.get_ledger_range, request_deserializer=_parser(api.GetLedgerRangeRequest)
+                    traced(api.RANGE_METHOD, self.get_ledger_range, False, request_attrs),
+                    request_deserializer=_parser(api.GetLedgerRangeRequest),
                 ),
             },
         )
