@@ -30,6 +30,7 @@ from ..errors import (
     StorageError,
     Unavailable,
 )
+from ..ops import tracing
 from .breaker import Breaker
 from .objects import LakeObject, ObjectCache
 from .slots import Slots
@@ -291,7 +292,10 @@ class Lake:
             finally:
                 slots.release(ahead)
 
-        return await retrying(f"reading {key}", get, self.settings, self.breaker)
+        if tracing.TRACER is None:
+            return await retrying(f"reading {key}", get, self.settings, self.breaker)
+        with tracing.child("lake.fetch", {"stellar.object": key}):  # the read, its retries included
+            return await retrying(f"reading {key}", get, self.settings, self.breaker)
 
     async def _list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
         what = f"listing {prefix or 'the lake'}"
@@ -300,6 +304,12 @@ class Lake:
         )
 
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
+        if tracing.TRACER is None:
+            return await self._decode_now(key, raw)
+        with tracing.child("lake.decode", {"stellar.object": key, "stellar.stored_bytes": len(raw)}):
+            return await self._decode_now(key, raw)
+
+    async def _decode_now(self, key: str, raw: bytes) -> LakeObject:
         s = self.settings
 
         def work() -> LakeObject:

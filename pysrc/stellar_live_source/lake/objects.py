@@ -11,6 +11,9 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+from ..ops import tracing
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -35,11 +38,12 @@ class LakeObject:
 class _Fill:
     """One fetch in flight, and how many requesters still wait for it."""
 
-    __slots__ = ("task", "waiting")
+    __slots__ = ("spans", "task", "waiting")
 
     def __init__(self) -> None:
         self.task: asyncio.Future[LakeObject | None]
         self.waiting = 0
+        self.spans: list[Any] | None = None  # tracing on: the fetch's spans, which sharers link to
 
 
 class ObjectCache:
@@ -68,6 +72,7 @@ class ObjectCache:
             self.hits += 1
             return obj
         fill = self._inflight.get(file_start)
+        shared = fill is not None
         if fill is None:
             self.misses += 1
             fill = self._inflight[file_start] = _Fill()
@@ -79,6 +84,8 @@ class ObjectCache:
             # shield: one requester cancelling must not cancel the fetch for the others
             return await asyncio.shield(fill.task)
         finally:
+            if shared and fill.spans:  # tracing: this call links to the fetch it shared
+                tracing.link(fill.spans)
             fill.waiting -= 1
             if not fill.waiting and not fill.task.done():  # the last requester went away
                 fill.task.cancel()
@@ -87,6 +94,8 @@ class ObjectCache:
     async def _fill(
         self, file_start: int, fetch: Callable[[], Awaitable[LakeObject | None]], fill: _Fill
     ) -> LakeObject | None:
+        if tracing.TRACER is not None:  # this task's reads and decodes: the spans sharers link to
+            fill.spans = tracing.collect()
         try:
             obj = await fetch()
         finally:

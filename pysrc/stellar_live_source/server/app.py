@@ -31,6 +31,7 @@ from ..core import BACKEND, index
 from ..core.zstd import ZSTD_VERSION
 from ..errors import ConfigError
 from ..lake.lake import Lake
+from ..ops import tracing
 from ..ops.config import Config, load
 from ..ops.readiness import DRAINING, STARTING, STORAGE
 from ..ops.reload import Change, FileWatcher, Reloader, watched_files
@@ -117,6 +118,7 @@ class App:
             metrics_port = await self._http(
                 metrics_app(self.metrics.registry), "METRICS_PORT", c.monitoring.metrics_port
             )
+        tracing.setup(c.monitoring.tracing_enabled)  # TRACING_ENABLED and the OTEL_* variables
         if c.security.api_key_required or c.security.api_keys_file:
             self.keys.load()  # ConfigError naming API_KEYS_FILE: refused before anything is served
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
@@ -301,6 +303,7 @@ class App:
             await self.lake.close()
         else:
             await self.parts.storage.close()
+        await asyncio.to_thread(tracing.shutdown)  # the last spans exported (a blocking flush: off the loop)
 
     async def run(self, ports_file: str | None = None, config_file: str | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully (a second
