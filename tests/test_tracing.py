@@ -178,7 +178,9 @@ async def _stream_async(addr: str, start: int, end: int, metadata: tuple[tuple[s
         return len([x async for x in call(request, metadata=metadata, timeout=30)])
 
 
-def test_a_long_stream_is_split_into_linked_spans(memory: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_stream_is_split_into_linked_spans(
+    memory: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tracing, "SPLIT_LEDGERS", 100)
     monkeypatch.setattr(tracing, "MAX_CHILDREN", 3)
 
