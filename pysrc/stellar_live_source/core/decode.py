@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from typing import NamedTuple
 
 from ..errors import CoreError, HashError, XdrError
@@ -154,13 +155,25 @@ def frame_object(
     verify: bool = True,
     unknown_arms: str = "error",
     max_depth: int = walk.DEFAULT_MAX_DEPTH,
+    stages: list[float] | None = None,
 ) -> Framed:
     """``decode_object`` for serving: the same checks, ledger by ledger, and
     each ledger's RawLedger frame instead of a ``Ledger`` (no Python object
-    per ledger but its frame). A batch without ledgers is an XdrError."""
-    data = zstd.decompress(raw, max_size)
-    start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
-    frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify)
+    per ledger but its frame). A batch without ledgers is an XdrError.
+    ``stages``, if given, is appended the seconds of each stage: decompress,
+    split, frame."""
+    if stages is None:
+        data = zstd.decompress(raw, max_size)
+        start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
+        frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify)
+    else:
+        t0 = time.perf_counter()
+        data = zstd.decompress(raw, max_size)
+        t1 = time.perf_counter()
+        start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
+        t2 = time.perf_counter()
+        frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify)
+        stages += (t1 - t0, t2 - t1, time.perf_counter() - t2)
     if fallback:
         for i, (offset, length, flagged) in enumerate(spans):
             if flagged:

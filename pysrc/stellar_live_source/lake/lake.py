@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ DECODE_NICE = 10
 _LISTING = 8
 
 T = TypeVar("T")
+
+
+def _no_request(operation: str, outcome: str, seconds: float) -> None:
+    """The default storage-call hook: nobody observes."""
 
 
 def _yield_to_the_loop() -> None:
@@ -150,6 +155,10 @@ class Lake:
         self._waiters = 0
         self.fetches = 0
         self.slots = Slots(settings.max_inflight)  # observers read in_use and waits
+        # Observers' hooks (metrics): told of each storage call (operation,
+        # outcome, seconds) and each decode (seconds per stage); no-ops by default.
+        self.on_storage_request: Callable[[str, str, float], None] = _no_request
+        self.on_decode: Callable[[list[float]], None] | None = None
 
     # -- opening --
     @classmethod
@@ -286,11 +295,21 @@ class Lake:
         async def get() -> bytes:
             # A slot only for the storage call: not across a retry's backoff, nor the decoding.
             await slots.acquire(ahead)
+            began, outcome = time.perf_counter(), "cancelled"
             try:
                 self.fetches += 1
-                return await self.storage.get(key, on_size)
+                data = await self.storage.get(key, on_size)
+                outcome = "ok"
+                return data
+            except ObjectNotFound:
+                outcome = "not_found"
+                raise
+            except Exception:
+                outcome = "error"
+                raise
             finally:
                 slots.release(ahead)
+                self.on_storage_request("get", outcome, time.perf_counter() - began)
 
         if tracing.TRACER is None:
             return await retrying(f"reading {key}", get, self.settings, self.breaker)
@@ -299,9 +318,20 @@ class Lake:
 
     async def _list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
         what = f"listing {prefix or 'the lake'}"
-        return await retrying(
-            what, lambda: self.storage.list(prefix, start_after=start_after, limit=limit), self.settings, self.breaker
-        )
+
+        async def listing() -> list[str]:
+            began, outcome = time.perf_counter(), "cancelled"
+            try:
+                keys = await self.storage.list(prefix, start_after=start_after, limit=limit)
+                outcome = "ok"
+                return keys
+            except Exception:
+                outcome = "error"
+                raise
+            finally:
+                self.on_storage_request("list", outcome, time.perf_counter() - began)
+
+        return await retrying(what, listing, self.settings, self.breaker)
 
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
         if tracing.TRACER is None:
@@ -312,14 +342,23 @@ class Lake:
     async def _decode_now(self, key: str, raw: bytes) -> LakeObject:
         s = self.settings
 
+        on_decode = self.on_decode
+        stages: list[float] | None = [] if on_decode is not None else None
+
         def work() -> LakeObject:
-            f = decode.frame_object(raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms)
+            f = decode.frame_object(
+                raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms, stages=stages
+            )
             return LakeObject(key, f.start, f.end, f.frames, f.first_prev, f.last_hash, f.nbytes, f.fallback, len(raw))
 
         size = zstd.content_size(raw)  # garbage raises here as it would in decoding
         if size is not None and size <= INLINE_DECODE_BYTES:
-            return work()
-        return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
+            obj = work()
+        else:
+            obj = await asyncio.get_running_loop().run_in_executor(self._decoder, work)
+        if on_decode is not None and stages is not None:
+            on_decode(stages)  # on the loop: observers need no locks of their own
+        return obj
 
     def forget(self, file_start: int) -> None:
         """Drop what is known of an object, so that the next read fetches it

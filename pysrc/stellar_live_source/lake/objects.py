@@ -58,7 +58,7 @@ class ObjectCache:
         self.bytes = 0
         self._items: OrderedDict[int, LakeObject] = OrderedDict()
         self._inflight: dict[int, _Fill] = {}
-        self.hits = self.misses = self.shared = 0
+        self.hits = self.misses = self.shared = self.evictions = 0  # observers read these
 
     def peek(self, file_start: int) -> LakeObject | None:
         obj = self._items.get(file_start)
@@ -114,6 +114,7 @@ class ObjectCache:
         while self._items and self.bytes + obj.nbytes > self.cap:
             _, evicted = self._items.popitem(last=False)
             self.bytes -= evicted.nbytes
+            self.evictions += 1
         self._items[file_start] = obj
         self.bytes += obj.nbytes
 
