@@ -28,6 +28,9 @@ from typing import Any, TextIO
 from . import context
 
 REQUEST_ID = "x-request-id"
+#: Libraries whose debug lines hold request headers (credentials, tokens):
+#: never below INFO, whatever LOG_LEVEL says.
+QUIET = ("botocore", "boto3", "s3transfer", "urllib3", "google.auth", "google.cloud", "requests_oauthlib")
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 #: The trace ID of the current span, or None (tracing off, or no span): by
@@ -132,4 +135,6 @@ def setup(level: str = "info", fmt: str = "json", stream: TextIO | None = None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.INFO)
     return handler
