@@ -57,17 +57,17 @@ async def stream(addr: str, start: int, end: int, metadata: tuple[tuple[str, str
     """Stream start..end; (the x-request-id the server sent back, ledgers received)."""
     async with grpc.aio.insecure_channel(addr) as ch:
         req = api.StreamLedgersRequest(start_ledger=start, end_ledger=end).SerializeToString()
-        call = ch.unary_stream(api.STREAM_METHOD)(req, metadata=metadata, timeout=30)
+        call: Any = ch.unary_stream(api.STREAM_METHOD)(req, metadata=metadata, timeout=30)
         initial = dict(await call.initial_metadata())
         n = len([m async for m in call])
-        return initial[logs.REQUEST_ID], n
+        return str(initial[logs.REQUEST_ID]), n
 
 
 async def unary_status(addr: str, metadata: tuple[tuple[str, str], ...]) -> tuple[grpc.StatusCode, str | None]:
     """A range call: its status and the x-request-id sent back."""
     async with grpc.aio.insecure_channel(addr) as ch:
         req = api.GetLedgerRangeRequest(start_ledger=FIRST, end_ledger=FIRST + 3).SerializeToString()
-        call = ch.unary_unary(api.RANGE_METHOD)(req, metadata=metadata, timeout=10)
+        call: Any = ch.unary_unary(api.RANGE_METHOD)(req, metadata=metadata, timeout=10)
         try:
             await call
             code = grpc.StatusCode.OK
@@ -181,8 +181,8 @@ def test_no_secret_appears_in_anything_the_server_prints(tmp_path, object_server
                 (("authorization", f"Basic {WRONG_KEY}"),),
                 (),
             ):
-                code, rid = await unary_status(served.addr, md)
-                assert code == grpc.StatusCode.UNAUTHENTICATED and rid  # refused calls get an ID too
+                code, sent_back = await unary_status(served.addr, md)
+                assert code == grpc.StatusCode.UNAUTHENTICATED and sent_back  # refused calls get an ID too
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stream(served.addr, FIRST, FIRST + 3, (("x-api-key", WRONG_KEY),))
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
