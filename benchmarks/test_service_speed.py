@@ -240,7 +240,9 @@ def storage_fetches(served: Served) -> int:
     # The servers are yielded settled; metrics were up before that.
     status, body = http_get(served.url("/metrics"))
     assert status == 200, (status, body)
-    return int(float(re.search(r"^stellar_live_source_storage_fetches (\S+)$", body.decode(), re.M).group(1)))  # type: ignore[union-attr]  # always exported
+    # Every storage get, retries included, whatever its outcome: summed over backends and outcomes.
+    pattern = r'^stellar_live_source_storage_requests_total\{[^}]*operation="get"[^}]*\} (\S+)$'
+    return int(sum(float(v) for v in re.findall(pattern, body.decode(), re.M)))
 
 
 def keep(group: dict[str, float], name: str, value: float, better=max) -> None:

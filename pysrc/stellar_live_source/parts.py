@@ -100,7 +100,7 @@ def build(config: Config) -> Parts:
         storage_for(config),
         lake_settings(config),
         stream_settings(config),
-        Metrics(),
+        Metrics(config.monitoring.slo_availability, config.monitoring.slo_window),
         Readiness(),
     )
 

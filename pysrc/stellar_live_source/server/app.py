@@ -33,12 +33,14 @@ from ..errors import ConfigError
 from ..lake.lake import Lake
 from ..ops import tracing
 from ..ops.config import Config, load
+from ..ops.metrics import CallObserver
 from ..ops.readiness import DRAINING, STARTING, STORAGE
 from ..ops.reload import Change, FileWatcher, Reloader, watched_files
 from .door import Door
 from .http import Listener, health_app, metrics_app
 from .keys import ApiKeys
 from .service import RawLedgerService
+from .stream import OPEN_READAHEADS
 from .tls import TlsWatcher
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ class App:
         self.tls: TlsWatcher | None = None  # TLS_ENABLED: the files, watched; update(config) on reload
         self._background: set[asyncio.Task[Any]] = set()
         self._oldest_lookup: asyncio.Task[None] | None = None
+        self._tip_refresh: asyncio.Task[None] | None = None
         self.readiness.watch(self._readiness_changed)
         self.reloader: Reloader | None = None
         self._file_watch: asyncio.Task[None] | None = None
@@ -123,7 +126,8 @@ class App:
             self.keys.load()  # ConfigError naming API_KEYS_FILE: refused before anything is served
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
         self.server = grpc.aio.server(
-            interceptors=[self.door],
+            # The observer outermost: it sees every call end, the door's refusals too.
+            interceptors=[CallObserver(self.metrics, api.SERVICE), self.door],
             options=[
                 ("grpc.max_send_message_length", -1),
                 ("grpc.max_receive_message_length", 1 << 20),
@@ -167,6 +171,7 @@ class App:
         try:
             lake = self.lake = await self.parts.open_lake()
             self.metrics.watch_lake(lake)
+            self.metrics.watch_readahead(lambda: sum(a.held for a in OPEN_READAHEADS))
             lake.breaker.watch(self._breaker_changed)
             self.service.lake = lake
             newest = await lake.newest()
@@ -175,6 +180,7 @@ class App:
             raise
         self.readiness.release(STARTING)
         self._oldest_lookup = asyncio.ensure_future(self._look_up_oldest())
+        self._tip_refresh = asyncio.ensure_future(self._keep_newest(lake))
         log.info(
             "serving %s (%s, newest ledger %s); core %s, zstd %s",
             lake.storage.description,
@@ -192,6 +198,21 @@ class App:
             await self.lake.oldest()
         except Exception as exc:  # storage trouble: a stream that needs it looks again
             log.warning("the lake's oldest ledger is not known yet: %s", exc)
+
+    async def _keep_newest(self, lake: Lake) -> None:
+        """Look up the newest ledger every POLL_INTERVAL while serving, unless
+        the tip watcher does (someone waits at the tip): /health, the
+        lake_newest_ledger gauge and the streams' lag stay true with no
+        stream at the tip. One listing per poll (the newest object is read
+        only when it changed)."""
+        while True:
+            await asyncio.sleep(lake.settings.poll_interval)
+            if lake.watching:
+                continue
+            try:
+                await lake.newest(refresh=True)
+            except Exception as exc:  # storage trouble: the breaker and readiness say so; poll again
+                log.debug("refreshing the newest ledger: %s", exc)
 
     async def settled(self) -> None:
         """Until start-up's own reads are done (the background lookup of the oldest ledger)."""
@@ -235,6 +256,7 @@ class App:
         if self.tls is not None:
             self.tls.update(new)  # new paths loaded and checked now; the files themselves it watches
         logging.getLogger().setLevel(new.monitoring.log_level.upper())
+        self.metrics.sli.objective = new.monitoring.slo_availability
         st = new.storage
         if self.lake is not None:  # read at each retry and each tip poll: open streams included
             self.lake.settings = replace(
@@ -297,6 +319,9 @@ class App:
         if self._oldest_lookup is not None:
             self._oldest_lookup.cancel()
             await asyncio.gather(self._oldest_lookup, return_exceptions=True)
+        if self._tip_refresh is not None:
+            self._tip_refresh.cancel()
+            await asyncio.gather(self._tip_refresh, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.lake is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn, cast
 
@@ -104,10 +105,12 @@ class RawLedgerService:
         if isinstance(exc, TooManyStreams):
             self.metrics.refusals.labels("max_concurrent_streams").inc()
             trailing = ((RETRY_AFTER, RETRY_AFTER_MS),)
+        self.metrics.failed(exc, code.name)
         await context.abort(code, str(exc), trailing_metadata=trailing)
 
     async def _malformed(self, context: grpc.aio.ServicerContext[Any, Any], request: Malformed) -> NoReturn:
         log.debug("malformed request from %s: %s", client_name.get(), request.message)
+        self.metrics.failed("BadRequest", "INVALID_ARGUMENT")
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
 
     def _check_slot(self) -> None:
@@ -147,6 +150,7 @@ class RawLedgerService:
         self.metrics.streams_active.inc()
         self.metrics.streams_started.inc()
         sent = count = 0
+        pos = self.metrics.stream_opened(request.start_ledger)  # its lag is read at scrape
         progress = every  # the count at which the next progress line is written
         try:
             await self._check_ahead(lake, request.start_ledger, request.end_ledger, most_ahead)
@@ -155,6 +159,7 @@ class RawLedgerService:
             began = loop.time()
             async with contextlib.aclosing(runs):
                 async for run in runs:
+                    got, before = time.perf_counter(), sent
                     for frame in run:
                         await context.write(frame)
                         sent += len(frame)
@@ -163,19 +168,20 @@ class RawLedgerService:
                             early = count / pace - (loop.time() - began)
                             if early > 0:
                                 await asyncio.sleep(early)
+                    self.metrics.run_sent(pos, len(run), sent - before, got)  # once per object's run
                     if count >= progress:  # checked once per run: never a line per ledger
                         log.info("stream from %d: %d ledgers sent", request.start_ledger, count)
                         progress = (count // every + 1) * every
             code, msg = grpc.StatusCode.OK, ""
         except LiveSourceError as exc:
             code, msg = status_of(exc), str(exc)
+            self.metrics.failed(exc, code.name)
         finally:
             # A client that went away (CancelledError) passes through here too:
             # not a failure, no error metric.
             self.active -= 1
             self.metrics.streams_active.dec()
-            self.metrics.ledgers_sent.inc(count)
-            self.metrics.bytes_sent.inc(sent)
+            self.metrics.stream_closed(pos)
         self.metrics.streams_ended.labels(code.name).inc()
         if code != grpc.StatusCode.OK:
             log.log(
@@ -208,10 +214,12 @@ class RawLedgerService:
             out = await ledger_range(lake, request.start_ledger, request.end_ledger, self.settings)
         except TimeoutError:
             self.metrics.range_calls.labels("DEADLINE_EXCEEDED").inc()
+            self.metrics.failed("DeadlineExceeded", "DEADLINE_EXCEEDED")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "RANGE_INFLIGHT_BYTES: no room before the deadline")
         except LiveSourceError as exc:
             code = status_of(exc)
             self.metrics.range_calls.labels(code.name).inc()
+            self.metrics.failed(exc, code.name)
             await context.abort(code, str(exc))
         finally:
             self.ranges -= 1

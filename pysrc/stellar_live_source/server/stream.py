@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,6 +20,8 @@ from ..lake.lake import Lake
 from ..lake.objects import LakeObject
 
 DRAINING = "the server is shutting down; resume from ledger {seq}"
+#: Every stream's read-ahead while it lives: the metrics sum what they hold at scrape.
+OPEN_READAHEADS: weakref.WeakSet[ReadAhead] = weakref.WeakSet()
 _T = TypeVar("_T")
 
 
@@ -122,6 +125,7 @@ class ReadAhead:
         # Decoded bytes per stored byte, the most seen (0: none yet): turns a
         # size storage reports into what the object will hold once decoded.
         self.expand = 0.0
+        OPEN_READAHEADS.add(self)
 
     def _seen(self, obj: LakeObject) -> None:
         if obj.nbytes > self.largest:
