@@ -239,3 +239,33 @@ def test_a_fetch_shared_by_two_calls_is_a_child_of_one_and_linked_from_the_other
     (other,) = [c for c in calls if c is not owner]
     linked = {link.context.span_id for link in other.links}
     assert fetch.context.span_id in linked
+
+
+def test_the_span_carries_how_the_call_ended(memory: InMemorySpanExporter) -> None:
+    async def go() -> None:
+        async with running_app(env_for(SHARED_LAKE, TRACING_ENABLED="true")) as (_app, addr):
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await _stream_async(addr, FIRST + 10, FIRST)  # ends before it starts
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(go())
+    (span,) = [s for s in memory.get_finished_spans() if s.name == STREAM]
+    assert span.attributes["stellar.status"] == "INVALID_ARGUMENT"
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert span.attributes["stellar.ledgers_sent"] == 0
+    assert span.status.is_unset  # a client's bad request is not the server's error
+
+
+def test_current_trace_id_is_the_calls_when_tracing_is_on(memory: InMemorySpanExporter) -> None:
+    assert tracing.current_trace_id() is None  # off: nothing set up
+    assert tracing.setup(True)
+    try:
+        assert tracing.current_trace_id() is None  # on, outside any call
+        call = tracing.start_call(api.STREAM_METHOD, [("traceparent", TRACEPARENT)], {})
+        assert call is not None
+        assert tracing.current_trace_id() == TRACE_ID
+        call.end("OK", 0)
+        assert tracing.current_trace_id() is None
+    finally:
+        tracing.shutdown()
+    assert tracing.TRACER is None

@@ -57,6 +57,9 @@ SPLIT_SECONDS = 300.0
 MAX_CHILDREN = 100
 
 _propagator = TraceContextTextMapPropagator()
+#: The statuses that mark a server span as an error (OpenTelemetry's gRPC conventions):
+#: the others (OK, CANCELLED, a client's bad request, ...) leave its status unset.
+SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
 def _exporter() -> Any:
@@ -226,7 +229,7 @@ class CallTrace:
         span.set_attribute("stellar.status", code_name)
         span.set_attribute("stellar.total_ledgers_sent", self.ledgers)
         span.set_attribute("stellar.total_bytes_sent", self.bytes)
-        if code_name not in ("OK", "CANCELLED"):
+        if code_name in SERVER_ERRORS:
             span.set_status(Status(StatusCode.ERROR, f"{code_name}: {message}" if message else code_name))
         span.end()
         try:
