@@ -89,11 +89,15 @@ def traced_env(port: int, **extra: object) -> dict[str, str]:
 
 def stream(addr: str, start: int, end: int, metadata: tuple[tuple[str, str], ...] = ()) -> list[bytes]:
     with grpc.insecure_channel(addr) as channel:
-        call = channel.unary_stream(
+        call: Any = channel.unary_stream(
             api.STREAM_METHOD, request_serializer=lambda m: m.SerializeToString(), response_deserializer=None
         )
         request = api.StreamLedgersRequest(start_ledger=start, end_ledger=end)
         return list(call(request, metadata=metadata, timeout=30))
+
+
+def finished_spans(memory: InMemorySpanExporter) -> list[Any]:
+    return list(memory.get_finished_spans())
 
 
 def attrs(span: Any) -> dict[str, Any]:
@@ -171,7 +175,7 @@ def memory(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 
 async def _stream_async(addr: str, start: int, end: int, metadata: tuple[tuple[str, str], ...] = ()) -> int:
     async with grpc.aio.insecure_channel(addr) as channel:
-        call = channel.unary_stream(
+        call: Any = channel.unary_stream(
             api.STREAM_METHOD, request_serializer=lambda m: m.SerializeToString(), response_deserializer=None
         )
         request = api.StreamLedgersRequest(start_ledger=start, end_ledger=end)
@@ -189,7 +193,7 @@ def test_a_long_stream_is_split_into_linked_spans(
             assert await _stream_async(addr, FIRST, LAST, (("traceparent", TRACEPARENT),)) == LAST - FIRST + 1
 
     asyncio.run(go())
-    spans = [s for s in memory.get_finished_spans() if s.name == STREAM]
+    spans = [s for s in finished_spans(memory) if s.name == STREAM]
     spans.sort(key=lambda s: s.attributes["stellar.segment"])
     assert [s.attributes["stellar.ledgers_sent"] for s in spans] == [100, 100, 100, 20]
     assert all(format(s.context.trace_id, "032x") == TRACE_ID for s in spans)
@@ -201,7 +205,7 @@ def test_a_long_stream_is_split_into_linked_spans(
     assert spans[-1].attributes["stellar.status"] == "OK"
     ids = {s.context.span_id for s in spans}
     per_parent: dict[int, int] = {}
-    for s in memory.get_finished_spans():
+    for s in finished_spans(memory):
         if s.parent is not None and s.parent.span_id in ids:
             per_parent[s.parent.span_id] = per_parent.get(s.parent.span_id, 0) + 1
     assert per_parent and max(per_parent.values()) <= 3
@@ -229,7 +233,7 @@ def test_a_fetch_shared_by_two_calls_is_a_child_of_one_and_linked_from_the_other
             assert await a == await b == 10
 
     asyncio.run(go())
-    finished = memory.get_finished_spans()
+    finished = finished_spans(memory)
     calls = [s for s in finished if s.name == STREAM]
     assert len(calls) == 2
     fetches = [s for s in finished if s.name == "lake.fetch" and "1410240" in str(s.attributes["stellar.object"])]
@@ -249,7 +253,7 @@ def test_the_span_carries_how_the_call_ended(memory: InMemorySpanExporter) -> No
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     asyncio.run(go())
-    (span,) = [s for s in memory.get_finished_spans() if s.name == STREAM]
+    (span,) = [s for s in finished_spans(memory) if s.name == STREAM]
     assert span.attributes["stellar.status"] == "INVALID_ARGUMENT"
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert span.attributes["stellar.ledgers_sent"] == 0
