@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+import socket
 import uuid
 from typing import Any
 
@@ -235,3 +236,41 @@ def test_json_lines_carry_the_call_context_and_the_exception():
     assert outside["logger"] == "stellar_live_source.test"
     assert inside["request_id"] == "r-1" and inside["client"] == "alice" and inside["level"] == "error"
     assert "ValueError: boom" in inside["exception"]
+
+
+@needs_testdata
+def test_what_a_client_can_cause_logs_no_traceback():
+    """Malformed requests, cancels (at once, and mid-stream) and bad HTTP on
+    the health port: no traceback, even at debug level; every line is JSON."""
+    env = env_for(SHARED_LAKE, LOG_FORMAT="json", LOG_LEVEL="debug")
+    with server_process(env) as served:
+
+        async def calls() -> None:
+            async with grpc.aio.insecure_channel(served.addr) as ch:
+                bad = ch.unary_stream(api.STREAM_METHOD)(b"\xff\xff\xff", timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    _ = [m async for m in bad]
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                req = api.StreamLedgersRequest(start_ledger=FIRST, end_ledger=0).SerializeToString()
+                for _ in range(20):  # cancelled before anything is sent back
+                    ch.unary_stream(api.STREAM_METHOD)(req, timeout=10).cancel()
+                tip: Any = ch.unary_stream(api.STREAM_METHOD)(req, timeout=10)
+                n = 0
+                async for _ in tip:
+                    n += 1
+                    if n == 100:
+                        break
+                tip.cancel()  # mid-stream, at the tip
+                await asyncio.sleep(0.3)
+
+        asyncio.run(calls())
+        port = served.ports["health"]
+        assert port
+        for garbage in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: " + b"x" * 70000 + b"\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(garbage)
+                sock.recv(1024)  # its 4xx
+        text = output(served)
+    lines = json_lines(text)
+    assert "Traceback" not in text
+    assert not [r for r in lines if "exception" in r]
