@@ -247,14 +247,15 @@ def test_what_a_client_can_cause_logs_no_traceback():
 
         async def calls() -> None:
             async with grpc.aio.insecure_channel(served.addr) as ch:
-                bad = ch.unary_stream(api.STREAM_METHOD)(b"\xff\xff\xff", timeout=10)
+                method: Any = ch.unary_stream(api.STREAM_METHOD)
+                bad = method(b"\xff\xff\xff", timeout=10)
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     _ = [m async for m in bad]
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 req = api.StreamLedgersRequest(start_ledger=FIRST, end_ledger=0).SerializeToString()
                 for _ in range(20):  # cancelled before anything is sent back
-                    ch.unary_stream(api.STREAM_METHOD)(req, timeout=10).cancel()
-                tip: Any = ch.unary_stream(api.STREAM_METHOD)(req, timeout=10)
+                    method(req, timeout=10).cancel()
+                tip = method(req, timeout=10)
                 n = 0
                 async for _ in tip:
                     n += 1
