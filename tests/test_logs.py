@@ -275,3 +275,26 @@ def test_what_a_client_can_cause_logs_no_traceback():
     lines = json_lines(text)
     assert "Traceback" not in text
     assert not [r for r in lines if "exception" in r]
+
+
+def test_lines_carry_the_trace_id_when_tracing_names_one():
+    """ops.tracing.current_trace_id is what log lines ask by default; None (tracing off): no field."""
+    from stellar_live_source.ops import tracing
+
+    assert logs._current_trace_id() is tracing.current_trace_id()  # off in tests: None
+    buf = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.setup("info", "json", buf)
+        logs.use_trace_ids(lambda: "0af7651916cd43dd8448eb211c80319c")
+        logging.getLogger("stellar_live_source.test").info("traced")
+        logs.use_trace_ids(lambda: None)
+        logging.getLogger("stellar_live_source.test").info("not traced")
+    finally:
+        logs.use_trace_ids(tracing.current_trace_id)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    traced, untraced = (json.loads(line) for line in buf.getvalue().splitlines())
+    assert traced["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert "trace_id" not in untraced
