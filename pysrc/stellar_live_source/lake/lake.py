@@ -313,7 +313,7 @@ class Lake:
 
         if tracing.TRACER is None:
             return await retrying(f"reading {key}", get, self.settings, self.breaker)
-        with tracing.child("lake.fetch", {"stellar.object": key}):  # the read, its retries included
+        with tracing.child("lake.fetch", key):  # the read, its retries included
             return await retrying(f"reading {key}", get, self.settings, self.breaker)
 
     async def _list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
@@ -336,7 +336,7 @@ class Lake:
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
         if tracing.TRACER is None:
             return await self._decode_now(key, raw)
-        with tracing.child("lake.decode", {"stellar.object": key, "stellar.stored_bytes": len(raw)}):
+        with tracing.child("lake.decode", key, len(raw)):
             return await self._decode_now(key, raw)
 
     async def _decode_now(self, key: str, raw: bytes) -> LakeObject:

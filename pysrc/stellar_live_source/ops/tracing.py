@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -262,29 +262,44 @@ def annotate(key: str, value: Any) -> None:
 # -- child spans: storage reads and decodes, narrow hooks in the lake --
 
 
-@contextlib.contextmanager
-def child(name: str, attrs: Mapping[str, Any]) -> Iterator[None]:
-    """A child span of the call being served, while the block runs: none
-    outside a call, or past ``MAX_CHILDREN`` for the call's current span.
+class _Child:
+    """A child span, ended (an error status on an exception) when its block ends."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if kind is not None:
+            self.span.set_status(Status(StatusCode.ERROR, kind.__name__))
+        self.span.end()
+
+
+_NO_CHILD = contextlib.nullcontext()
+
+
+def child(name: str, key: str, stored: int | None = None) -> contextlib.AbstractContextManager[None]:
+    """A child span of the call being served, over a ``with`` block: none
+    outside a call, or past ``MAX_CHILDREN`` for the call's current span (then
+    nothing is built). ``key``: the object's; ``stored``: its stored bytes.
     Callers check ``TRACER is not None`` first."""
     call = _call.get()
     tracer = TRACER
     if call is None or tracer is None or call.children >= MAX_CHILDREN:
-        yield
-        return
+        return _NO_CHILD
     call.children += 1
-    parent = trace.set_span_in_context(call.span)
-    span = tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL, attributes=attrs)
+    attrs: dict[str, Any] = {"stellar.object": key}
+    if stored is not None:
+        attrs["stellar.stored_bytes"] = stored
+    span = tracer.start_span(name, context=trace.set_span_in_context(call.span), attributes=attrs)
     shared = _shared.get()
     if shared is not None:
         shared.append(span.get_span_context())
-    try:
-        yield
-    except BaseException as exc:
-        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        raise
-    finally:
-        span.end()
+    return _Child(span)
 
 
 def collect() -> list[SpanContext]:
