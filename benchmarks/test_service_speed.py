@@ -241,8 +241,12 @@ def storage_fetches(served: Served) -> int:
     status, body = http_get(served.url("/metrics"))
     assert status == 200, (status, body)
     # Every storage get, retries included, whatever its outcome: summed over backends and outcomes.
+    text = body.decode()
     pattern = r'^stellar_live_source_storage_requests_total\{[^}]*operation="get"[^}]*\} (\S+)$'
-    return int(sum(float(v) for v in re.findall(pattern, body.decode(), re.M)))
+    gets = re.findall(pattern, text, re.M)
+    if not gets:  # a baseline from before storage_requests_total: its storage_fetches gauge
+        gets = re.findall(r"^stellar_live_source_storage_fetches (\S+)$", text, re.M)
+    return int(sum(float(v) for v in gets))
 
 
 def keep(group: dict[str, float], name: str, value: float, better=max) -> None:
