@@ -134,6 +134,7 @@ def _project(job: dict) -> Iterator[Callable[[list[str], int], list[Any]]]:
         region="us-east-1" if api_of(job["candidate"]) == "S3" else None,
         endpoint=job["endpoint"],
         force_path_style=True,
+        anonymous=False,
         timeout=d.timeout,
         max_inflight=d.max_inflight,  # as the service opens it: the connection pool's size
     )

@@ -48,6 +48,7 @@ def storage_for(kind: str, *, bucket: str, **given: Any) -> Storage:
         "region": None,
         "endpoint": None,
         "force_path_style": False,
+        "anonymous": False,
         "timeout": d.timeout,
         "max_inflight": d.max_inflight,
     }

@@ -208,3 +208,37 @@ def test_s3_without_credentials_is_refused_at_start(monkeypatch, server):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask
     with pytest.raises(StorageConfigError, match="no AWS credentials"):
         storage_for("S3", bucket=BUCKET, endpoint=server.url, force_path_style=True)
+
+
+async def test_anonymous_s3_signs_nothing_and_needs_no_credentials(monkeypatch, tmp_path):
+    """S3_ANONYMOUS: a public bucket read and listed with no credentials
+    anywhere and no Authorization header on any request; a bucket that
+    wants signatures refuses it at the check."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with ObjectServer() as public:  # takes anything
+        for key, data in list(OBJECTS.items())[:10]:
+            public.put(BUCKET, key, data)
+        s = storage_for("S3", bucket=BUCKET, endpoint=public.url, force_path_style=True, anonymous=True)
+        try:
+            await s.check()
+            keys = await s.list("", limit=5)
+            assert keys == sorted(list(OBJECTS)[:10])[:5]
+            assert bytes(await s.get(KEY)) == OBJECTS[KEY]
+            assert bytes(await s.get(KEY, on_size=lambda n: None)) == OBJECTS[KEY]
+        finally:
+            await s.close()
+        assert public.stats["requests"] >= 4 and public.stats["authorized"] == 0
+    with ObjectServer(auth="s3") as private:
+        private.put(BUCKET, KEY, OBJECTS[KEY])
+        s = storage_for("S3", bucket=BUCKET, endpoint=private.url, force_path_style=True, anonymous=True)
+        try:
+            with pytest.raises(StorageConfigError):
+                await s.check()
+            with pytest.raises(StorageError, match="access denied"):
+                await s.get(KEY)
+        finally:
+            await s.close()

@@ -33,6 +33,7 @@ def storage_for(config: Config) -> Storage:
         region=st.region or None,
         endpoint=st.endpoint or None,
         force_path_style=st.force_path_style,
+        anonymous=st.anonymous,
         timeout=st.timeout,
         max_inflight=st.max_inflight,
     )

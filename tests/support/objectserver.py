@@ -238,6 +238,8 @@ class ObjectServer:
         """(status, headers, body) for one request; faults are applied by the caller."""
         url = urlsplit(target)
         path, query = unquote(url.path), dict(parse_qsl(url.query, keep_blank_values=True))
+        if headers.get("authorization"):
+            self.stats["authorized"] += 1  # requests that carried credentials of any kind
         if method == "POST" and path == "/token":
             self.stats["token"] += 1
             return _json({"access_token": self.issued_token, "expires_in": 3600, "token_type": "Bearer"})

@@ -199,8 +199,12 @@ class S3Storage(RemoteStorage):
         force_path_style: bool,
         timeout: float,
         max_inflight: int,
+        anonymous: bool = False,
     ) -> None:
+        """``anonymous``: every request unsigned, reads and listings alike (a
+        public bucket); no credentials are looked for."""
         import boto3
+        import botocore
         import botocore.config
         from botocore.exceptions import BotoCoreError, ClientError
         from obstore.auth.boto3 import Boto3CredentialProvider
@@ -223,10 +227,11 @@ class S3Storage(RemoteStorage):
             retries={"total_max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": "path" if force_path_style else "auto"},
             region_name=region,
+            **({"signature_version": botocore.UNSIGNED} if anonymous else {}),
         )
         try:
             self._client = session.client("s3", endpoint_url=endpoint, config=config)
-            credentials = Boto3CredentialProvider(session)
+            credentials = None if anonymous else Boto3CredentialProvider(session)
         except (BotoCoreError, ValueError) as e:
             self._pool.shutdown(wait=False)
             why = "no AWS credentials were found" if "get_credentials" in str(e) else str(e)
@@ -238,6 +243,7 @@ class S3Storage(RemoteStorage):
             # A custom endpoint (MinIO, moto, R2...) is addressed by path, as most need.
             virtual_hosted_style_request=not (force_path_style or endpoint),
             credential_provider=credentials,
+            skip_signature=anonymous,
             **_obstore_options(timeout, max_inflight, endpoint),
         )
 

@@ -349,6 +349,7 @@ def open_storage(
     region: str | None,
     endpoint: str | None,
     force_path_style: bool,
+    anonymous: bool,
     timeout: float,
     max_inflight: int,
 ) -> Storage:
@@ -362,7 +363,7 @@ def open_storage(
     from .remote import GCSStorage, S3Storage
 
     if kind == "S3":
-        return S3Storage(bucket, prefix, region, endpoint, force_path_style, timeout, max_inflight)
+        return S3Storage(bucket, prefix, region, endpoint, force_path_style, timeout, max_inflight, anonymous)
     if kind == "GCS":
         return GCSStorage(bucket, prefix, endpoint, timeout, max_inflight)
     raise StorageConfigError(f"unknown storage type {kind!r}: expected FS, S3 or GCS")

@@ -112,6 +112,7 @@ class StorageConfig:
     region: str = _opt("AWS_REGION", "str", "", reload="restart")
     endpoint: str = _opt("S3_ENDPOINT_URL", "str", "", reload="restart")
     force_path_style: bool = _opt("S3_FORCE_PATH_STYLE", "bool", "false", reload="restart")
+    anonymous: bool = _opt("S3_ANONYMOUS", "bool", "false", reload="restart")
     ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64", reload="restart")
     files_per_partition: int = _opt("FILES_PER_PARTITION", "int", "10", reload="restart")
     timeout: float = _opt("STORAGE_TIMEOUT", "duration", "30s", reload="restart")
