@@ -62,11 +62,11 @@ class RemoteStorage(Storage):
 
     # Response codes in an error body that mean the bucket, not the key, is missing.
     _NO_BUCKET: tuple[str, ...] = ("<Code>NoSuchBucket</Code>", "The specified bucket does not exist")
+    _root: str  # the lake's prefix in the bucket ("" or ending in "/"), set by the backend
 
     def __init__(self, description: str, timeout: float, max_inflight: int) -> None:
         super().__init__(description, timeout, min(max_inflight, _LISTING_THREADS))
         self._store: Any = None  # set by the backend
-        self._key: Callable[[str], str] = lambda key: key
 
     async def get(self, key: str, on_size: Callable[[int], None] | None = None) -> bytes:
         """Without ``on_size``, one request for a range that covers any object:
@@ -83,7 +83,7 @@ class RemoteStorage(Storage):
         import obstore
 
         self.stats["get"] += 1
-        path = self._key(key)
+        path = self._root + key
         cap = self.max_object_bytes
         try:
             async with asyncio.timeout(self.timeout + _SLACK):
@@ -136,6 +136,9 @@ class RemoteStorage(Storage):
         # No range fits an empty object (416): ask for it whole.
         resp = await obstore.get_async(self._store, path)
         return await resp.bytes_async()
+
+    def _fail(self, what: str, e: Exception) -> StorageError:
+        return StorageError(f"{self.description}: {what}: {type(e).__name__}: {e}")
 
     def _mapped(self, what: str, exc: Exception) -> Exception:
         """The error model's error for what obstore raised."""
@@ -215,8 +218,6 @@ class S3Storage(RemoteStorage):
         self._transient = (BotoCoreError, HTTPError, OSError)
         self._bucket, self._root = bucket, _root(prefix)
         super().__init__(f"s3://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, max_inflight)
-        root = self._root
-        self._key = lambda key: root + key
         session = boto3.session.Session()
         config = botocore.config.Config(
             max_pool_connections=_LISTING_THREADS,
@@ -246,9 +247,6 @@ class S3Storage(RemoteStorage):
             skip_signature=anonymous,
             **_obstore_options(timeout, max_inflight, endpoint),
         )
-
-    def _fail(self, what: str, e: Exception) -> StorageError:
-        return StorageError(f"{self.description}: {what}: {type(e).__name__}: {e}")
 
     def _list(self, prefix: str, start_after: str | None, limit: int) -> list[str]:
         n = len(self._root)
@@ -316,8 +314,6 @@ class GCSStorage(RemoteStorage):
         )
         self._bucket_name, self._root = bucket, _root(prefix)
         super().__init__(f"gs://{bucket}/{self._root}" + (f" at {endpoint}" if endpoint else ""), timeout, max_inflight)
-        root = self._root
-        self._key = lambda key: root + key
         kw: dict[str, Any] = {"client_options": {"api_endpoint": endpoint}} if endpoint else {}
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:
@@ -342,9 +338,6 @@ class GCSStorage(RemoteStorage):
             credential_provider=None if anonymous else GoogleCredentialProvider(credentials),
             **_obstore_options(timeout, max_inflight, base_url),
         )
-
-    def _fail(self, what: str, e: Exception) -> StorageError:
-        return StorageError(f"{self.description}: {what}: {type(e).__name__}: {e}")
 
     def _list(self, prefix: str, start_after: str | None, limit: int) -> list[str]:
         n = len(self._root)
