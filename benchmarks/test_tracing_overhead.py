@@ -21,19 +21,16 @@ goal 0.95 or more. Reported, never asserted: the machine may be shared.
 from __future__ import annotations
 
 import statistics
-import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from tests.conftest import needs_testdata
 from tests.service_storage_support import s3_env
 from tests.service_support import server_process
+from tests.test_tracing import Receiver
+from tests.test_tracing import receiver as tracing_receiver
 
 from .conftest import NOTES
 from .objects import cycled_lake
@@ -45,27 +42,11 @@ GOAL = 0.95
 BACKFILL_WARM_UP, BACKFILL_TIMED = 1_000, 8_000
 
 
-class Sink(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
-        self.spans = 0
-        self.lock = threading.Lock()
-
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the service's method name)
-        n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        with self.lock:
-            self.spans += n
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[tuple[Sink, int]]:
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    sink = Sink()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield sink, port
-    server.stop(0)
+def receiver() -> Iterator[tuple[Receiver, int]]:
+    """The tests' OTLP receiver (a real TraceService): export work is real."""
+    with tracing_receiver() as (rec, port):
+        yield rec, port
 
 
 def observed(on: bool, port: int) -> dict[str, str]:
@@ -118,7 +99,7 @@ def _rounds(request: pytest.FixtureRequest) -> int:
 
 @pytest.mark.parametrize("name", ["large", "small"])
 def test_stream_overhead(benchmark, name, stream_lakes, receiver, request) -> None:
-    sink, port = receiver
+    rec, port = receiver
     lake = stream_lakes[name]
     rates: list[tuple[float, float]] = []
 
@@ -134,7 +115,7 @@ def test_stream_overhead(benchmark, name, stream_lakes, receiver, request) -> No
 
     benchmark.group = "observability overhead"
     benchmark.pedantic(rounds, rounds=1, iterations=1)
-    report(f"stream ({name} objects, folder lake, cold)", rates, sink.spans)
+    report(f"stream ({name} objects, folder lake, cold)", rates, len(rec.spans))
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +126,7 @@ def backfill_folder(tmp_path_factory) -> Path:
 
 
 def test_backfill_overhead(benchmark, backfill_folder, receiver, request) -> None:
-    sink, port = receiver
+    rec, port = receiver
     first, last = START, START + BACKFILL_WARM_UP + BACKFILL_TIMED - 1
     rates: list[tuple[float, float]] = []
 
@@ -167,5 +148,5 @@ def test_backfill_overhead(benchmark, backfill_folder, receiver, request) -> Non
         f"backfill (1 ledger/object, {DELAY * 1e3:.0f} ms per request, {BACKFILL_TIMED:,} ledgers after "
         f"{BACKFILL_WARM_UP:,})",
         rates,
-        sink.spans,
+        len(rec.spans),
     )
