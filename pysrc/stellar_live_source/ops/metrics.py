@@ -38,6 +38,7 @@ from .. import __version__
 from ..core import BACKEND, index
 from ..core import decode as core_decode
 from ..core.zstd import ZSTD_VERSION
+from .handlers import rewrapped
 from .sli import RollingSli, is_good
 
 PREFIX = "stellar_live_source"
@@ -391,19 +392,13 @@ class CallObserver(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith(self.prefix):
             return handler  # health, reflection, and unknown methods (grpc answers UNIMPLEMENTED)
         name = method[len(self.prefix) :]
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._observed(handler.unary_unary, name, True),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
-            return grpc.unary_stream_rpc_method_handler(
-                self._observed(handler.unary_stream, name, False),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return handler  # this service has no other kind
+
+        def observed(behavior: Any, streams: bool) -> Any:
+            if streams and inspect.isasyncgenfunction(behavior):
+                return None  # the service's streams are coroutines writing with context.write
+            return self._observed(behavior, name, not streams)
+
+        return rewrapped(handler, observed)
 
     def _observed(self, behavior: Any, method: str, unary: bool) -> Any:
         metrics = self.metrics

@@ -37,6 +37,7 @@ import grpc
 
 from ..ops import logs
 from ..ops.context import client_name, request_id
+from ..ops.handlers import rewrapped
 from ..ops.metrics import Metrics
 from .keys import ApiKeys
 
@@ -296,24 +297,8 @@ class Door(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         metadata = handler_call_details.invocation_metadata
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, metadata), handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, metadata),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, metadata), handler.request_deserializer, handler.response_serializer
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, metadata),
-            handler.request_deserializer,
-            handler.response_serializer,
+        return rewrapped(
+            handler, lambda behavior, streams: (self._streaming if streams else self._unary)(behavior, metadata)
         )
 
     def _unary(self, behavior: Any, metadata: Any) -> Any:
