@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
 
-.PHONY: run test test-debug lint bench generate sample-lake fuzz clean
+.PHONY: run test test-debug lint bench generate protos sample-lake fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: $(VENV)/.installed
 # Regenerate the XDR walkers after bumping the stellar-sdk pin.
 generate: $(VENV)/.installed
 	$(BIN)/python -m stellar_live_source.xdrgen
+
+# Rebuild the descriptor sets the package loads its gRPC messages from, after
+# editing proto/ (tests/test_protos.py fails until they match).
+protos: $(VENV)/.installed
+	$(BIN)/python -m stellar_live_source.api.build
 
 # Rebuild the embedded sample lake (deterministic).
 sample-lake: $(VENV)/.installed

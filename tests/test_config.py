@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,14 @@ NAMES = [
     ("S3_ENDPOINT_URL", "storage.endpoint", "http://minio:9000", "http://minio:9000"),
     ("S3_FORCE_PATH_STYLE", "storage.force_path_style", "true", True),
     ("S3_ANONYMOUS", "storage.anonymous", "true", True),
+    ("HTTP_BASE_URL", "storage.http_base_url", "https://lake.example/pubnet", "https://lake.example/pubnet"),
+    ("MANIFEST_PATH", "storage.manifest_path", "meta/manifest.json", "meta/manifest.json"),
+    (
+        "NETWORK_PASSPHRASE",
+        "storage.network_passphrase",
+        "Test SDF Network ; September 2015",
+        "Test SDF Network ; September 2015",
+    ),
     ("LEDGERS_PER_FILE", "storage.ledgers_per_file", "1", 1),
     ("FILES_PER_PARTITION", "storage.files_per_partition", "64000", 64000),
     ("STORAGE_TIMEOUT", "storage.timeout", "2m", 120.0),
@@ -59,6 +68,11 @@ NAMES = [
     ("ENABLE_FLOWCTL", "flowctl.enabled", "true", True),
     ("FLOWCTL_ENDPOINT", "flowctl.endpoint", "flowctl:8080", "flowctl:8080"),
     ("FLOWCTL_HEARTBEAT_INTERVAL", "flowctl.heartbeat_interval", "1m", 60.0),
+    ("FLOWCTL_API", "flowctl.api", "LEGACY", "legacy"),
+    ("FLOWCTL_ADVERTISE_HOST", "flowctl.advertise_host", "source-0.lake", "source-0.lake"),
+    ("FLOWCTL_COMPONENT_ID", "flowctl.component_id", "stellar-source", "stellar-source"),
+    ("FLOWCTL_SERVICE_ID", "flowctl.service_id", "svc-1", "svc-1"),
+    ("FLOWCTL_OUTPUT_EVENT_TYPES", "flowctl.output_event_types", "a.B,c.D", "a.B,c.D"),
     ("TLS_ENABLED", "security.tls_enabled", "true", True),
     ("TLS_CERT_PATH", "security.tls_cert_path", "/tls/tls.crt", "/tls/tls.crt"),
     ("TLS_KEY_PATH", "security.tls_key_path", "/tls/tls.key", "/tls/tls.key"),
@@ -120,6 +134,9 @@ def test_defaults():
         "S3_ENDPOINT_URL": "",
         "S3_FORCE_PATH_STYLE": "false",
         "S3_ANONYMOUS": "false",
+        "HTTP_BASE_URL": "",
+        "MANIFEST_PATH": ".config.json",
+        "NETWORK_PASSPHRASE": "",
         "LEDGERS_PER_FILE": "64",
         "FILES_PER_PARTITION": "10",
         "STORAGE_TIMEOUT": "30s",
@@ -147,6 +164,11 @@ def test_defaults():
         "ENABLE_FLOWCTL": "false",
         "FLOWCTL_ENDPOINT": "localhost:8080",
         "FLOWCTL_HEARTBEAT_INTERVAL": "10s",
+        "FLOWCTL_API": "v1",
+        "FLOWCTL_ADVERTISE_HOST": "",
+        "FLOWCTL_COMPONENT_ID": "",
+        "FLOWCTL_SERVICE_ID": "",
+        "FLOWCTL_OUTPUT_EVENT_TYPES": "raw_ledger_service.RawLedgerChunk",
         "TLS_ENABLED": "false",
         "TLS_CERT_PATH": "",
         "TLS_KEY_PATH": "",
@@ -164,7 +186,7 @@ def test_defaults():
         "BREAKER_RESET_TIMEOUT": "30s",
     }
     assert cfg.storage.cache_bytes == 256 * 2**20 and cfg.storage.missing_object_wait == 60.0
-    assert cfg.storage.uses_sample_lake
+    assert cfg.storage.uses_sample_lake and cfg.storage.http_headers == ()
     assert not cfg.security.tls_enabled and not cfg.security.api_key_required
 
 
@@ -181,10 +203,13 @@ def test_every_setting_has_a_reload_class():
 
 
 def test_the_table_covers_every_setting():
-    declared = {s.env for s in c.SETTINGS} | {a for s in c.SETTINGS for a in s.aliases}
+    # The one mapping (HTTP headers, many variables) has tests of its own.
+    single = [s for s in c.SETTINGS if s.kind != "headers"]
+    assert [s.env for s in c.SETTINGS if s.kind == "headers"] == ["HTTP_HEADER_<NAME>"]
+    declared = {s.env for s in single} | {a for s in single for a in s.aliases}
     assert declared == {name for name, *_ in NAMES}
     assert {a for s in c.SETTINGS for a in s.aliases} == ALIASES
-    assert {s.yaml_key for s in c.SETTINGS} == {key for _, key, *_ in NAMES}
+    assert {s.yaml_key for s in single} == {key for _, key, *_ in NAMES}
 
 
 @pytest.mark.parametrize(("name", "yaml_key", "text", "expected"), NAMES, ids=[n[0] for n in NAMES])
@@ -529,3 +554,37 @@ def test_config_validate_mentions_ignored_settings_on_stderr():
     assert len(lines) == 2, out.stderr
     assert lines[0].startswith("BUFFER_SIZE='4' is ignored") and lines[0].endswith("use READAHEAD_BYTES")
     assert lines[1].startswith("STORAGE_POOL_SIZE='8' is ignored") and lines[1].endswith("use STORAGE_MAX_INFLIGHT")
+
+
+def test_http_headers_from_yaml_and_environment_are_masked_when_described(tmp_path):
+    path = write(
+        tmp_path,
+        "storage:\n  type: HTTP\n  http_base_url: https://lake.example/pubnet\n"
+        "  http_headers:\n    Authorization: Bearer from-yaml\n    X-Trace: abc\n",
+    )
+    cfg = c.load({"HTTP_HEADER_AUTHORIZATION": "Bearer from-env", "HTTP_HEADER_X_API_KEY": "k1"}, config_file=path)
+    # The environment's header wins over the YAML's of the same name (names compare without case).
+    assert cfg.storage.http_headers == (
+        ("Authorization", "Bearer from-env"),
+        ("X-Api-Key", "k1"),
+        ("X-Trace", "abc"),
+    )
+    lines = c.describe(cfg)
+    assert "HTTP_HEADER_AUTHORIZATION=****" in lines and "HTTP_HEADER_X_API_KEY=****" in lines
+    assert not any("from-env" in line or "k1" in line for line in lines)
+    assert c.load(c.as_env(cfg)) == cfg  # the unmasked form reads back
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "needle"),
+    [
+        ("storage:\n  http_headers: [a, b]\n", {}, "must be a mapping of header names to values"),
+        ("storage:\n  http_headers:\n    'bad name': x\n", {}, "is not an HTTP header name"),
+        ("", {"STORAGE_TYPE": "HTTP"}, "STORAGE_TYPE=HTTP needs HTTP_BASE_URL"),
+        ("", {"STORAGE_TYPE": "HTTP", "HTTP_BASE_URL": "ftp://x"}, "http:// or https:// URL"),
+        ("", {"FLOWCTL_API": "v2"}, "must be one of v1, legacy"),
+    ],
+)
+def test_bad_http_and_flowctl_settings_are_refused(tmp_path, yaml_text, env, needle):
+    with pytest.raises(c.ConfigError, match=re.escape(needle)):
+        c.load(env, config_file=write(tmp_path, yaml_text) if yaml_text else "")

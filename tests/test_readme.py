@@ -78,7 +78,7 @@ def table_rows(text: str) -> list[Row]:
         if len(cells) < 4:
             raise ValueError(f"a row needs four cells: {line!r}")
         names = _CODE.findall(cells[0])
-        if not names or not re.fullmatch(r"`[A-Z0-9_]+`(?: \(alias `[A-Z0-9_]+`\))*", cells[0]):
+        if not names or not re.fullmatch(r"`[A-Z0-9_]+(?:<NAME>)?`(?: \(alias `[A-Z0-9_]+`\))*", cells[0]):
             raise ValueError(f"the environment cell is not `NAME` (alias `OTHER`)...: {line!r}")
         default = _single(cells[2], "default", line)
         rows.append(

@@ -40,10 +40,16 @@ _T = TypeVar("_T")
 
 log = logging.getLogger("stellar_live_source.config")
 
-STORAGE_TYPES = ("FS", "S3", "GCS")
+STORAGE_TYPES = ("FS", "S3", "GCS", "HTTP")
+FLOWCTL_APIS = ("v1", "legacy")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 RETRY_BACKOFF_CAP = 30.0  # seconds; the doubling of RETRY_BACKOFF stops here
+# Extra HTTP request headers come from every environment variable named so
+# (HTTP_HEADER_X_API_KEY=... is the header X-Api-Key), as the Go SDK takes them.
+HEADER_PREFIX = "HTTP_HEADER_"
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+MASK = "****"  # what describe() shows for a secret value
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,7 @@ class Setting:
     """How one field is written: environment name(s), kind, default, bounds."""
 
     env: str
-    kind: str  # str, int, bool, duration, size or choice
+    kind: str  # str, int, bool, duration, size, choice or headers (a mapping)
     default: str  # in the notation a user writes
     aliases: tuple[str, ...] = ()
     low: float | None = None  # inclusive bounds
@@ -113,6 +119,11 @@ class StorageConfig:
     endpoint: str = _opt("S3_ENDPOINT_URL", "str", "", reload="restart")
     force_path_style: bool = _opt("S3_FORCE_PATH_STYLE", "bool", "false", reload="restart")
     anonymous: bool = _opt("S3_ANONYMOUS", "bool", "false", reload="restart")
+    http_base_url: str = _opt("HTTP_BASE_URL", "str", "", reload="restart")
+    # header name -> value, sorted by name; written as a YAML mapping or HTTP_HEADER_<NAME> variables
+    http_headers: tuple[tuple[str, str], ...] = _opt(f"{HEADER_PREFIX}<NAME>", "headers", "", reload="restart")
+    manifest_path: str = _opt("MANIFEST_PATH", "str", ".config.json", required=True, reload="restart")
+    network_passphrase: str = _opt("NETWORK_PASSPHRASE", "str", "", reload="restart")
     ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64", reload="restart")
     files_per_partition: int = _opt("FILES_PER_PARTITION", "int", "10", reload="restart")
     timeout: float = _opt("STORAGE_TIMEOUT", "duration", "30s", reload="restart")
@@ -156,6 +167,15 @@ class FlowctlConfig:
     enabled: bool = _opt("ENABLE_FLOWCTL", "bool", "false", reload="restart")
     endpoint: str = _opt("FLOWCTL_ENDPOINT", "str", "localhost:8080", required=True, reload="restart")
     heartbeat_interval: float = _opt("FLOWCTL_HEARTBEAT_INTERVAL", "duration", "10s", reload="restart")
+    api: str = _opt("FLOWCTL_API", "choice", "v1", choices=FLOWCTL_APIS, reload="restart")
+    # Empty: POD_IP when set, else the host name (0.0.0.0 is not dialable).
+    advertise_host: str = _opt("FLOWCTL_ADVERTISE_HOST", "str", "", reload="restart")
+    component_id: str = _opt("FLOWCTL_COMPONENT_ID", "str", "", reload="restart")
+    service_id: str = _opt("FLOWCTL_SERVICE_ID", "str", "", reload="restart")
+    # Comma-separated; the Go original's type by default, so existing pipelines match.
+    output_event_types: str = _opt(
+        "FLOWCTL_OUTPUT_EVENT_TYPES", "str", "raw_ledger_service.RawLedgerChunk", required=True, reload="restart"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +293,33 @@ def parse_size(text: str) -> int:
     return int(n)
 
 
+def parse_headers(text: str) -> tuple[tuple[str, str], ...]:
+    """Header lines ``Name: value`` (the text form of a headers setting), as
+    sorted ``(name, value)`` pairs; names are tokens, values one line each."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+        if "\r" in value or "\x00" in value:
+            raise ValueError(f"the value of header {name} holds a control character")
+        out[name.lower()] = (name, value)
+    return tuple(sorted(out.values(), key=lambda nv: nv[0].lower()))
+
+
+def header_env(name: str) -> str:
+    """The environment variable that sets header ``name``: X-Api-Key -> HTTP_HEADER_X_API_KEY."""
+    return HEADER_PREFIX + name.upper().replace("-", "_")
+
+
+def _header_name(env: str) -> str:
+    """The header an HTTP_HEADER_ variable sets: HTTP_HEADER_X_API_KEY -> X-Api-Key."""
+    return "-".join(part.capitalize() for part in env[len(HEADER_PREFIX) :].split("_"))
+
+
 def format_duration(seconds: float) -> str:
     """The largest unit that writes ``seconds`` exactly; parse_duration reads it back."""
     d = Decimal(repr(seconds))
@@ -294,6 +341,8 @@ def format_size(n: int) -> str:
 
 
 def _format(s: Setting, value: Any) -> str:
+    if s.kind == "headers":
+        return "\n".join(f"{name}: {v}" for name, v in value)
     if s.kind == "bool":
         return "true" if value else "false"
     if s.kind == "duration":
@@ -315,6 +364,7 @@ class _MappingEnv(Env):
         self._mapping = values
         self.add_parser("duration", _for_environs(parse_duration))
         self.add_parser("size", _for_environs(parse_size))
+        self.add_parser("headers", _for_environs(parse_headers))
 
     def _get_value(self, env_key: str, default: Any) -> Any:  # environs' lookup hook
         return self._mapping.get(env_key, default)
@@ -407,6 +457,13 @@ def _read_yaml(path: str, raw: dict[str, str], origin: dict[str, str], retired: 
                 retired[gone.env] = f"{gone.yaml_key}={_yaml_text(value)!r} in {path} ({gone.env})"
             elif s is None:
                 problems.append(f"{path}: unknown key {section}.{key}")
+            elif s.kind == "headers":
+                if not isinstance(value, dict) and value is not None:
+                    problems.append(f"{path}: {section}.{key} must be a mapping of header names to values")
+                    continue
+                text = "\n".join(f"{k}: {_yaml_text(v)}" for k, v in (value or {}).items())
+                raw[s.env] = text
+                origin[s.env] = f"{s.yaml_key} in {path}"
             elif isinstance(value, (dict, list)):
                 problems.append(f"{path}: {section}.{key} must be a single value")
             else:
@@ -429,6 +486,14 @@ def _read_environ(
     retired.update((r.env, f"{r.env}={environ[r.env]!r}") for r in RETIRED if environ.get(r.env, "") != "")
     problems = []
     for s in SETTINGS:
+        if s.kind == "headers":  # one variable per header, each over the YAML's header of that name
+            given = {k: v for k, v in environ.items() if k.startswith(HEADER_PREFIX) and k != HEADER_PREFIX and v != ""}
+            if given:
+                lines = raw[s.env].split("\n") if raw[s.env] else []
+                lines += [f"{_header_name(k)}: {v}" for k, v in sorted(given.items())]
+                raw[s.env] = "\n".join(lines)
+                origin[s.env] = " and ".join(([origin[s.env]] if s.env in origin else []) + [", ".join(sorted(given))])
+            continue
         names = [n for n in (s.env, *s.aliases) if environ.get(n, "") != ""]
         if not names:
             continue
@@ -478,6 +543,10 @@ def _check(s: Setting, value: Any) -> tuple[Any, str | None]:
 def _cross_check(v: Mapping[str, Any]) -> list[str]:
     """Rules across settings; each runs only when its inputs are valid."""
     problems = []
+    if v.get("STORAGE_TYPE") == "HTTP" and not re.match(r"https?://[^/]", v.get("HTTP_BASE_URL", "x")):
+        problems.append(
+            f"STORAGE_TYPE=HTTP needs HTTP_BASE_URL as an http:// or https:// URL, not {v['HTTP_BASE_URL']!r}"
+        )
     if v.get("STORAGE_TYPE") in ("S3", "GCS") and v.get("BUCKET_NAME") == "":
         problems.append(
             f"STORAGE_TYPE={v['STORAGE_TYPE']} needs BUCKET_NAME "
@@ -520,11 +589,25 @@ def _cross_check(v: Mapping[str, Any]) -> list[str]:
 # Output.
 
 
-def as_env(config: Config) -> dict[str, str]:
-    """Every setting under its canonical environment name; load() reads it back."""
-    return {s.env: _format(s, getattr(getattr(config, s.section), s.key)) for s in SETTINGS}
+def text_of(config: Config, s: Setting) -> str:
+    """One setting's value as the text a user writes (headers: ``Name: value`` lines)."""
+    return _format(s, getattr(getattr(config, s.section), s.key))
+
+
+def as_env(config: Config, *, mask: bool = False) -> dict[str, str]:
+    """Every setting under its canonical environment name; load() reads it
+    back. Headers are one variable each (their values ``MASK``ed with ``mask``)."""
+    out: dict[str, str] = {}
+    for s in SETTINGS:
+        value = getattr(getattr(config, s.section), s.key)
+        if s.kind == "headers":
+            out.update((header_env(name), MASK if mask else v) for name, v in value)
+        else:
+            out[s.env] = _format(s, value)
+    return out
 
 
 def describe(config: Config) -> list[str]:
-    """One ``NAME=value`` line per setting, for logs and ``config validate``."""
-    return [f"{name}={value}" for name, value in as_env(config).items()]
+    """One ``NAME=value`` line per setting, for logs and ``config validate``;
+    header values (credentials, often) are masked."""
+    return [f"{name}={value}" for name, value in as_env(config, mask=True).items()]

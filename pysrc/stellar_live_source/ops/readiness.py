@@ -17,6 +17,12 @@ STARTING = "starting"
 DRAINING = "draining"
 STORAGE = "storage"  # held while the storage's circuit breaker is not closed
 
+# The control planes' health (flowctl.v1.HealthStatus without its prefix), by the same rule.
+STATUS_STARTING = "STARTING"
+STATUS_HEALTHY = "HEALTHY"
+STATUS_DEGRADED = "DEGRADED"
+STATUS_STOPPING = "STOPPING"
+
 
 class Readiness:
     def __init__(self) -> None:
@@ -31,6 +37,16 @@ class Readiness:
     def reasons(self) -> dict[str, str]:
         """What holds the service back: reason -> a sentence for people."""
         return dict(self._reasons)
+
+    @property
+    def status(self) -> str:
+        """The readiness rule as a control plane's health status: STOPPING while
+        draining, STARTING before the newest ledger is known, DEGRADED while
+        the storage breaker is not closed, else HEALTHY."""
+        for reason, status in ((DRAINING, STATUS_STOPPING), (STARTING, STATUS_STARTING), (STORAGE, STATUS_DEGRADED)):
+            if reason in self._reasons:
+                return status
+        return STATUS_HEALTHY
 
     def hold(self, reason: str, detail: str) -> None:
         changed = reason not in self._reasons

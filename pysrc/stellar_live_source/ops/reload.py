@@ -30,16 +30,16 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .config import SETTINGS, Config, Setting, as_env
+from .config import SETTINGS, Config, Setting, text_of
 
 log = logging.getLogger("stellar_live_source.reload")
 
 APPLIED, REFUSED, INVALID = "applied", "refused", "invalid"
 RESULTS = (APPLIED, REFUSED, INVALID)
 
-#: Settings whose values are never logged (the table holds no secret today:
-#: API key contents live in API_KEYS_FILE, whose path may be shown).
-SECRET: frozenset[str] = frozenset()
+#: Settings whose values are never logged: the HTTP headers (credentials,
+#: often). API key contents live in API_KEYS_FILE, whose path may be shown.
+SECRET: frozenset[str] = frozenset(s.env for s in SETTINGS if s.kind == "headers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +55,8 @@ class Change:
 
 def changes(old: Config, new: Config) -> list[Change]:
     """Every setting whose value differs, in the table's order."""
-    before, after = as_env(old), as_env(new)
-    return [Change(s, before[s.env], after[s.env]) for s in SETTINGS if before[s.env] != after[s.env]]
+    pairs = ((s, text_of(old, s), text_of(new, s)) for s in SETTINGS)
+    return [Change(s, before, after) for s, before, after in pairs if before != after]
 
 
 def watched_files(config_file: str) -> list[str]:
