@@ -59,6 +59,8 @@ def lake_settings(config: Config) -> LakeSettings:
         max_inflight=st.max_inflight,
         breaker_failure_threshold=config.resilience.breaker_failure_threshold,
         breaker_reset_timeout=config.resilience.breaker_reset_timeout,
+        manifest_path=st.manifest_path,
+        network_passphrase=st.network_passphrase,
     )
 
 

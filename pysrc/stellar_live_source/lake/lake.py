@@ -39,7 +39,7 @@ from .storage import Storage
 
 log = logging.getLogger("stellar_live_source.lake")
 
-MANIFEST = ".config.json"
+MANIFEST = ".config.json"  # the default MANIFEST_PATH
 # Objects that declare up to this many decompressed bytes (under 1 ms of
 # decoding) are decoded on the event loop: for them a thread handoff costs more
 # than the decoding. Larger ones go to the decode threads, keeping the loop free.
@@ -53,6 +53,12 @@ DECODE_NICE = 10
 _LISTING = 8
 
 T = TypeVar("T")
+
+
+def _text(manifest: dict | None, key: str) -> str:
+    """A string field of the manifest ("" when absent)."""
+    value = (manifest or {}).get(key, "")
+    return value if isinstance(value, str) else ""
 
 
 def _no_request(operation: str, outcome: str, seconds: float) -> None:
@@ -119,6 +125,8 @@ class LakeSettings:
     max_inflight: int  # storage reads at once, every stream together
     breaker_failure_threshold: int = 5  # failed operations in a row that open the breaker
     breaker_reset_timeout: float = 30.0  # seconds open before the half-open probe
+    manifest_path: str = MANIFEST  # the SEP-54 manifest, from the lake's root
+    network_passphrase: str = ""  # NETWORK_PASSPHRASE ("": the manifest's, if any)
 
 
 def breaker_for(storage: Storage, settings: LakeSettings) -> Breaker:
@@ -142,6 +150,9 @@ class Lake:
         self.layout = layout
         self.settings = settings
         self.manifest = manifest
+        # The served network's passphrase and the exporter's release ("": not known).
+        self.network = settings.network_passphrase or _text(manifest, "networkPassphrase")
+        self.exporter_version = _text(manifest, "version")
         self.cache = ObjectCache(settings.cache_bytes)
         self._decoder = ThreadPoolExecutor(
             settings.decode_workers, thread_name_prefix="decode", initializer=_yield_to_the_loop
@@ -166,19 +177,29 @@ class Lake:
         breaker = breaker or breaker_for(storage, settings)
         storage.max_object_bytes = settings.max_object_bytes
         await retrying("checking the lake", storage.check, settings, breaker)
+        where = settings.manifest_path
         manifest = None
         try:
-            text = await retrying(f"reading {MANIFEST}", lambda: storage.get(MANIFEST), settings, breaker)
+            text = await retrying(f"reading {where}", lambda: storage.get(where), settings, breaker)
             manifest = json.loads(bytes(text))  # remote reads hand back a buffer, not bytes
         except ObjectNotFound:
             pass
         except ValueError as exc:
-            raise LakeConfigError(f"the lake manifest {MANIFEST} is not JSON: {exc}") from exc
+            raise LakeConfigError(f"the lake manifest {where} is not JSON: {exc}") from exc
         if manifest is not None and not isinstance(manifest, dict):
-            raise LakeConfigError(f"the lake manifest {MANIFEST} is not a JSON object")
+            raise LakeConfigError(f"the lake manifest {where} is not a JSON object")
         lpf, fpp = settings.ledgers_per_file, settings.files_per_partition
         problems = []
         if manifest is not None:
+            passphrase = settings.network_passphrase
+            if passphrase and "networkPassphrase" in manifest and manifest["networkPassphrase"] != passphrase:
+                problems.append(
+                    f"NETWORK_PASSPHRASE={passphrase!r} contradicts the lake manifest's "
+                    f"networkPassphrase={manifest['networkPassphrase']!r}"
+                )
+            for key in ("networkPassphrase", "version", "ledgersPath"):
+                if key in manifest and not isinstance(manifest[key], str):
+                    problems.append(f"the lake manifest's {key} is not a string: {manifest[key]!r}")
             for env, given, key in (
                 ("LEDGERS_PER_FILE", lpf, "ledgersPerBatch"),
                 ("FILES_PER_PARTITION", fpp, "batchesPerPartition"),
@@ -193,7 +214,14 @@ class Lake:
         try:
             layout = Layout(lpf or settings.default_ledgers_per_file, fpp or settings.default_files_per_partition)
         except (TypeError, ValueError) as exc:
-            raise LakeConfigError(f"the lake manifest {MANIFEST} gives no usable layout: {exc}") from exc
+            raise LakeConfigError(f"the lake manifest {where} gives no usable layout: {exc}") from exc
+        if manifest is not None and manifest.get("ledgersPath", "").strip("/"):
+            # SEP-54: the ledger objects sit under this path, not beside the manifest.
+            path = manifest["ledgersPath"].strip("/")
+            if any(part in ("", ".", "..") for part in path.split("/")):
+                given = manifest["ledgersPath"]
+                raise LakeConfigError(f"the lake manifest's ledgersPath {given!r} is not a plain path")
+            storage.descend(path)
         lake = cls(storage, layout, settings, manifest, breaker)
         first = await lake._first_object_key("", None)
         if first is not None:  # the newest object's extension: what the exporter writes now

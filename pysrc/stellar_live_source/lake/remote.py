@@ -68,6 +68,14 @@ class RemoteStorage(Storage):
         super().__init__(description, timeout, min(max_inflight, _LISTING_THREADS))
         self._store: Any = None  # set by the backend
 
+    def descend(self, path: str) -> None:
+        old = self._root
+        self._root = f"{old}{path}/"
+        # "scheme://bucket/" + the root + (" at endpoint"): the root part replaced.
+        cut = self.description.index("/", self.description.index("://") + 3) + 1
+        head, tail = self.description[:cut], self.description[cut:]
+        self.description = head + self._root + tail[len(old) :]
+
     async def get(self, key: str, on_size: Callable[[int], None] | None = None) -> bytes:
         """Without ``on_size``, one request for a range that covers any object:
         one round trip through obstore's runtime instead of two (headers, then

@@ -76,6 +76,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def _check(self) -> None: ...
 
+    @abc.abstractmethod
+    def descend(self, path: str) -> None:
+        """Root the storage ``path`` deeper (a plain relative path, checked by
+        the caller): where a lake manifest's ``ledgersPath`` puts the objects."""
+
     def _close_client(self) -> None:  # noqa: B027 - optional hook: most clients hold nothing to close
         pass
 
@@ -195,6 +200,10 @@ class FolderStorage(Storage):
             os.close(fd)
             raise
         return fd, st
+
+    def descend(self, path: str) -> None:
+        self._root = os.path.join(self._root, *path.split("/"))
+        self.description = self._root.rstrip("/") + "/"
 
     def _inside(self, real: str) -> bool:
         return real == self._real or real.startswith(self._real.rstrip("/") + "/")

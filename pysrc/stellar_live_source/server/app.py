@@ -368,6 +368,8 @@ class App:
             "zstd": ZSTD_VERSION,
             "header_hash": index.SHA256,
             "storage": self.parts.storage.description,
+            "network": lake.network if lake else None,
+            "exporter_version": lake.exporter_version if lake else None,
             "newest_ledger": lake.newest_known if lake else None,
             "oldest_ledger": lake.oldest_known if lake else None,
             "active_streams": self.service.active,
