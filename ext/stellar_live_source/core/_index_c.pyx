@@ -8,11 +8,12 @@ LedgerHeader: ledgerVersion (4), previousLedgerHash (32), StellarValue
 (variable), txSetResultHash and bucketListHash (64), ledgerSeq (4), ...
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint32_t
-from libc.string cimport memcmp
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from stellar_live_source.core._frame_c cimport frame_c
+from stellar_live_source.core._prefault cimport prefault
 
 from stellar_live_source.core._walk_c cimport (
     WalkState, header_hash_is, w_LedgerCloseMetaExt, w_LedgerHeader_after_scpValue, w_StellarValue,
@@ -129,3 +130,99 @@ def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
         fallback += <bint>span[2]
         frames.append(frame)
     return frames, first_prev, prev_hash, nbytes, fallback
+
+
+cdef enum:
+    _NOGIL_COPY = 1 << 16  # as _frame_c: a run this big is copied without the GIL
+
+
+cdef Py_ssize_t _varint_at(const uint8_t[::1] b, Py_ssize_t pos, uint64_t* out):
+    """The varint at ``pos`` (at most 9 bytes) into ``out``; the position after it, -1: none."""
+    cdef uint64_t value = 0
+    cdef unsigned int shift = 0
+    cdef Py_ssize_t i = pos
+    while i < b.shape[0] and i - pos < 9:
+        value |= <uint64_t>(b[i] & 0x7F) << shift
+        i += 1
+        if b[i - 1] < 0x80:
+            out[0] = value
+            return i
+        shift += 7
+    return -1
+
+
+cdef Py_ssize_t _put_varint(unsigned char* p, uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    while v >= 0x80:
+        p[n] = <unsigned char>(v | 0x80)
+        n += 1
+        v >>= 7
+    p[n] = <unsigned char>v
+    return n + 1
+
+
+def v1_frames(frames, network):
+    """The ``stellar.v1`` RawLedger frames of an object's RawLedger frames:
+    each frame (fields 1 and 2) followed by ``network`` (3) and ``closed_at``
+    (4, the header's scpValue.closeTime, read in place), both omitted when
+    zero as proto3 does. Returns ``(frames, nbytes)``."""
+    cdef const uint8_t[::1] b
+    cdef Py_ssize_t i = 0, pos, n, extra, size
+    cdef uint64_t value, close
+    cdef Located at
+    cdef bytes net, out
+    cdef unsigned char* p
+    cdef const uint8_t* src
+    cdef unsigned char tail[32]
+    cdef Py_ssize_t net_head = 0, nbytes = 0
+    if not isinstance(network, str):
+        raise TypeError(f"network must be a str, got {network!r}")
+    net = (<str>network).encode()
+    if len(net):
+        tail[0] = 0x1A
+        net_head = 1 + _put_varint(tail + 1, <uint64_t>len(net))
+    result = []
+    for frame in frames:
+        b = frame
+        n = b.shape[0]
+        pos = 0
+        if n and b[0] == 0x08:
+            pos = _varint_at(b, 1, &value)
+            if pos < 0 or value > 0xFFFFFFFF:
+                pos = -1
+        if pos >= 0 and pos < n and b[pos] == 0x12:
+            pos = _varint_at(b, pos + 1, &value)
+            if pos >= 0 and value != <uint64_t>(n - pos):
+                pos = -1
+        else:
+            pos = -1
+        if pos < 0:
+            raise ValueError(f"frame {i} is not a RawLedger frame (a sequence, then the ledger to its end)")
+        _locate(b, pos, n - pos, i, &at)
+        # scpValue: txSetHash (32), then closeTime; the StellarValue walk passed, so it is inside.
+        close = (<uint64_t>rd32(&b[at.h + 68]) << 32) | rd32(&b[at.h + 72])
+        extra = net_head + len(net)
+        size = 0
+        if close:
+            tail[net_head] = 0x20  # scratch past the network's head; the network bytes go between
+            size = _put_varint(tail + net_head + 1, close) + 1
+        out = PyBytes_FromStringAndSize(NULL, n + extra + size)
+        p = <unsigned char*>PyBytes_AS_STRING(out)
+        src = &b[0]
+        if n >= _NOGIL_COPY:
+            with nogil:
+                prefault(p, n)
+                memcpy(p, src, n)
+        else:
+            memcpy(p, src, n)
+        p += n
+        if net_head:
+            memcpy(p, tail, net_head)
+            memcpy(p + net_head, <const char*>net, len(net))
+            p += extra
+        if size:
+            memcpy(p, tail + net_head, size)
+        nbytes += n + extra + size
+        result.append(out)
+        i += 1
+    return result, nbytes

@@ -12,3 +12,6 @@ def index_ledgers(buf: Buffer, spans: Iterable[Sequence[int]], first: int = ...)
 _Framed = tuple[list[bytes], bytes | None, bytes | None, int, int]
 
 def frame_ledgers(buf: Buffer, spans: Sequence[Sequence[int]], start: int, end: int, verify: bool = ...) -> _Framed: ...
+
+# stellar.v1 RawLedger frames of RawLedger frames (network, closed_at appended), total frame bytes
+def v1_frames(frames: Iterable[Buffer], network: str) -> tuple[list[bytes], int]: ...

@@ -7,12 +7,13 @@ from hashlib import sha256
 
 from ..errors import HashError, XdrError
 from . import _walk_gen_py as gen
-from ._frame_py import raw_ledger_frame
+from ._frame_py import _varint, raw_ledger_frame
 from ._walk_py import _State
 from .codes import WALK_ERRORS
 
 _TRUNC = "input ends before the value does"
 _u32 = struct.Struct(">I").unpack_from
+_u64 = struct.Struct(">Q").unpack_from
 
 
 def _locate(b, off: int, length: int, ledger):
@@ -92,3 +93,45 @@ def frame_ledgers(buf, spans, start: int, end: int, verify: bool = True):
         fallback += bool(span[2])
         frames.append(frame)
     return frames, first_prev, prev_hash, nbytes, fallback
+
+
+def _varint_at(b, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` (at most 9 bytes) and the position after it; (0, -1): none."""
+    value = shift = 0
+    i = pos
+    while i < len(b) and i - pos < 9:
+        value |= (b[i] & 0x7F) << shift
+        i += 1
+        if b[i - 1] < 0x80:
+            return value, i
+        shift += 7
+    return 0, -1
+
+
+def v1_frames(frames, network):
+    if not isinstance(network, str):
+        raise TypeError(f"network must be a str, got {network!r}")
+    net = network.encode()
+    net_field = b"\x1a" + _varint(len(net)) + net if net else b""
+    out, nbytes = [], 0
+    for i, frame in enumerate(frames):
+        b = memoryview(frame).cast("B")
+        n, pos = len(b), 0
+        if n and b[0] == 0x08:
+            value, pos = _varint_at(b, 1)
+            if pos < 0 or value > 0xFFFFFFFF:
+                pos = -1
+        if 0 <= pos < n and b[pos] == 0x12:
+            value, pos = _varint_at(b, pos + 1)
+            if pos >= 0 and value != n - pos:
+                pos = -1
+        else:
+            pos = -1
+        if pos < 0:
+            raise ValueError(f"frame {i} is not a RawLedger frame (a sequence, then the ledger to its end)")
+        h = _locate(b, pos, n - pos, i)[2]
+        close = _u64(b, h + 68)[0]  # scpValue: txSetHash (32), then closeTime
+        f = bytes(b) + net_field + (b"\x20" + _varint(close) if close else b"")
+        nbytes += len(f)
+        out.append(f)
+    return out, nbytes
