@@ -3,6 +3,9 @@
 A decoded object keeps only what streams send: one finished ``RawLedger``
 frame per ledger (the ledger bytes copied once, out of the decompressed
 buffer, which is then dropped), plus the hashes that chain objects together.
+The ``stellar.v1`` frames of an object (the same ledgers with the network and
+close time) are built from those the first time a v1 call needs them
+(``ObjectCache.v1_frames``), kept with the object, and counted by the cache.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import index
 from ..ops import tracing
 
 
@@ -27,6 +31,13 @@ class LakeObject:
     nbytes: int
     fallback: int = 0  # ledgers delimited by the hash-chain fallback
     stored: int = 0  # bytes in storage (compressed); 0: not known
+    # stellar.v1 RawLedger frames by network passphrase, and their bytes: built on first need.
+    v1: dict[str, tuple[list[bytes], int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def held(self) -> int:
+        """Bytes of every frame the object holds, v1 frames included."""
+        return self.nbytes + sum(n for _, n in self.v1.values())
 
     def frame(self, seq: int) -> bytes:
         return self.frames[seq - self.start]
@@ -57,6 +68,7 @@ class ObjectCache:
         self.cap = cap_bytes
         self.bytes = 0
         self._items: OrderedDict[int, LakeObject] = OrderedDict()
+        self._counted: dict[int, int] = {}  # what each cached object counts for in ``bytes``
         self._inflight: dict[int, _Fill] = {}
         self.hits = self.misses = self.shared = self.evictions = 0  # observers read these
 
@@ -106,22 +118,43 @@ class ObjectCache:
         return obj
 
     def put(self, file_start: int, obj: LakeObject) -> None:
-        if obj.nbytes > self.cap:
+        held = obj.held
+        if held > self.cap:
             return
-        old = self._items.pop(file_start, None)
-        if old is not None:
-            self.bytes -= old.nbytes
-        while self._items and self.bytes + obj.nbytes > self.cap:
-            _, evicted = self._items.popitem(last=False)
-            self.bytes -= evicted.nbytes
-            self.evictions += 1
+        self.drop(file_start)
+        self._make_room(held)
         self._items[file_start] = obj
-        self.bytes += obj.nbytes
+        self._counted[file_start] = held
+        self.bytes += held
+
+    def _make_room(self, n: int) -> None:
+        while self._items and self.bytes + n > self.cap:
+            evicted, _ = self._items.popitem(last=False)
+            self.bytes -= self._counted.pop(evicted)
+            self.evictions += 1
 
     def drop(self, file_start: int) -> None:
-        obj = self._items.pop(file_start, None)
-        if obj is not None:
-            self.bytes -= obj.nbytes
+        if self._items.pop(file_start, None) is not None:
+            self.bytes -= self._counted.pop(file_start)
+
+    def v1_frames(self, file_start: int, obj: LakeObject, network: str) -> list[bytes]:
+        """The ``stellar.v1`` frames of ``obj`` (the object of ``file_start``),
+        built by the core the first time they are asked for and shared by every
+        v1 call after; while cached, the object counts for them too (an object
+        they push past the cap is dropped from the cache, its callers keep it)."""
+        built = obj.v1.get(network)
+        if built is None:
+            built = obj.v1[network] = index.v1_frames(obj.frames, network)
+            if self._items.get(file_start) is obj:
+                del self._items[file_start]
+                held = self._counted.pop(file_start) + built[1]
+                self.bytes -= held - built[1]
+                if held <= self.cap:
+                    self._make_room(held)
+                    self._items[file_start] = obj
+                    self._counted[file_start] = held
+                    self.bytes += held
+        return built[0]
 
     @property
     def inflight(self) -> int:

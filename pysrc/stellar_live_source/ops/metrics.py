@@ -80,7 +80,7 @@ UNARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 FIRST_LEDGER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 DECODE_STAGES = ("decompress", "split", "frame")
-STORAGE_OPERATIONS = ("get", "list")
+STORAGE_OPERATIONS = ("get", "list", "head")
 STORAGE_OUTCOMES = ("ok", "not_found", "error", "cancelled")
 
 
@@ -376,11 +376,13 @@ _ERROR_OF_CODE = {
 class CallObserver(grpc.aio.ServerInterceptor):
     """The outermost interceptor: counts every call of ``service`` as it ends,
     with its status and (from what the service and the door told ``Metrics``)
-    its error class, times unary calls, and feeds the SLI."""
+    its error class, times unary calls, and feeds the SLI. Its ``method``
+    label is the method's name, after ``label`` (one observer per service)."""
 
-    def __init__(self, metrics: Metrics, service: str) -> None:
+    def __init__(self, metrics: Metrics, service: str, label: str = "") -> None:
         self.metrics = metrics
         self.prefix = f"/{service}/"
+        self.label = label
 
     async def intercept_service(
         self,
@@ -391,7 +393,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         method = handler_call_details.method or ""
         if handler is None or not method.startswith(self.prefix):
             return handler  # health, reflection, and unknown methods (grpc answers UNIMPLEMENTED)
-        name = method[len(self.prefix) :]
+        name = self.label + method[len(self.prefix) :]
 
         def observed(behavior: Any, streams: bool) -> Any:
             if streams and inspect.isasyncgenfunction(behavior):

@@ -42,6 +42,7 @@ from .keys import ApiKeys
 from .service import RawLedgerService
 from .stream import OPEN_READAHEADS
 from .tls import TlsWatcher
+from .v1 import METRICS_LABEL, V1Service
 
 if TYPE_CHECKING:
     from ..parts import Parts
@@ -72,6 +73,7 @@ class App:
             parts.stream_settings, parts.metrics, parts.config.server.max_concurrent_streams
         )
         self.service.update(parts.config)
+        self.v1 = V1Service(self)  # stellar.v1.RawLedgerService: the same lake, cache and limits
         # The door (API keys, per-client limits) in front of every ledger RPC.
         # A reload calls ``door.update(config)``: limits for new calls, the
         # keys file path (``keys.update``) and the service's limits.
@@ -127,18 +129,22 @@ class App:
         # Real ledgers pass 4 MiB: never cap what is sent; requests are tiny.
         self.server = grpc.aio.server(
             # The observer outermost: it sees every call end, the door's refusals too.
-            interceptors=[CallObserver(self.metrics, api.SERVICE), self.door],
+            interceptors=[
+                CallObserver(self.metrics, api.SERVICE),
+                CallObserver(self.metrics, api.V1_SERVICE, METRICS_LABEL),
+                self.door,
+            ],
             options=[
                 ("grpc.max_send_message_length", -1),
                 ("grpc.max_receive_message_length", 1 << 20),
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.server.add_generic_rpc_handlers((self.service.handler(),))
+        self.server.add_generic_rpc_handlers((self.service.handler(), self.v1.handler()))
         # grpcio's servicer reports "" as SERVING until told otherwise: not before the rule says so.
         await self._publish_health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = (api.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (api.SERVICE, api.V1_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server, pool=api.POOL)
         try:
             address = f"{_bracketed(host)}:{c.server.port}"
@@ -296,7 +302,7 @@ class App:
 
     async def _publish_health(self) -> None:
         status = SERVING if self.readiness.ready else NOT_SERVING
-        for service in ("", api.SERVICE):
+        for service in ("", api.SERVICE, api.V1_SERVICE):
             await self.health.set(service, status)
 
     # -- stop --

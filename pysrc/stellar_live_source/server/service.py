@@ -33,7 +33,7 @@ from ..errors import Draining, LiveSourceError, OutOfRange, TooManyStreams, Unav
 from ..lake.lake import Lake
 from ..ops.metrics import Metrics
 from .door import RETRY_AFTER, ByteBudget, client_name
-from .stream import StreamSettings, check_start, ledger_range, stream_frames
+from .stream import FramesOf, StreamSettings, check_start, ledger_range, stream_frames
 from .traced import request_attrs, traced
 
 log = logging.getLogger("stellar_live_source.server")
@@ -140,6 +140,12 @@ class RawLedgerService:
     async def stream_raw_ledgers(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if isinstance(request, Malformed):
             await self._malformed(context, request)
+        await self.stream(context, request.start_ledger, request.end_ledger)
+
+    async def stream(
+        self, context: grpc.aio.ServicerContext[Any, Any], start: int, end: int, frames_of: FramesOf = None
+    ) -> None:
+        """One stream of either service: ``frames_of`` picks the frames sent (see ``stream_frames``)."""
         try:
             lake = self._lake()
             self._check_slot()
@@ -150,11 +156,11 @@ class RawLedgerService:
         self.metrics.streams_active.inc()
         self.metrics.streams_started.inc()
         sent = count = 0
-        pos = self.metrics.stream_opened(request.start_ledger)  # its lag is read at scrape
+        pos = self.metrics.stream_opened(start)  # its lag is read at scrape
         progress = every  # the count at which the next progress line is written
         try:
-            await self._check_ahead(lake, request.start_ledger, request.end_ledger, most_ahead)
-            runs = stream_frames(lake, request.start_ledger, request.end_ledger, self.settings, self.draining)
+            await self._check_ahead(lake, start, end, most_ahead)
+            runs = stream_frames(lake, start, end, self.settings, self.draining, frames_of)
             loop = asyncio.get_running_loop()
             began = loop.time()
             async with contextlib.aclosing(runs):
@@ -170,7 +176,7 @@ class RawLedgerService:
                                 await asyncio.sleep(early)
                     self.metrics.run_sent(pos, len(run), sent - before, got)  # once per object's run
                     if count >= progress:  # checked once per run: never a line per ledger
-                        log.info("stream from %d: %d ledgers sent", request.start_ledger, count)
+                        log.info("stream from %d: %d ledgers sent", start, count)
                         progress = (count // every + 1) * every
             code, msg = grpc.StatusCode.OK, ""
         except LiveSourceError as exc:
@@ -188,7 +194,7 @@ class RawLedgerService:
                 logging.DEBUG if code in CLIENT_CAUSED else logging.INFO,
                 "stream of %s from %d ended after %d ledgers: %s %s",
                 client_name.get(),
-                request.start_ledger,
+                start,
                 count,
                 code.name,
                 msg,
@@ -198,6 +204,12 @@ class RawLedgerService:
     async def get_ledger_range(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         if isinstance(request, Malformed):
             await self._malformed(context, request)
+        return await self.ledger_range(context, request.start_ledger, request.end_ledger)
+
+    async def ledger_range(
+        self, context: grpc.aio.ServicerContext[Any, Any], start: int, end: int, frames_of: FramesOf = None
+    ) -> bytes:
+        """One range call of either service (``frames_of``: see ``stream_frames``)."""
         try:
             lake = self._lake()
             self._check_slot()
@@ -211,7 +223,7 @@ class RawLedgerService:
             if held:  # wait for room, up to the call's deadline
                 await asyncio.wait_for(budget.acquire(held), context.time_remaining())
                 _on_done(context, lambda: budget.release(held))  # held until sent, however it ends
-            out = await ledger_range(lake, request.start_ledger, request.end_ledger, self.settings)
+            out = await ledger_range(lake, start, end, self.settings, frames_of)
         except TimeoutError:
             self.metrics.range_calls.labels("DEADLINE_EXCEEDED").inc()
             self.metrics.failed("DeadlineExceeded", "DEADLINE_EXCEEDED")

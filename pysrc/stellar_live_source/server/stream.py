@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -23,6 +23,8 @@ DRAINING = "the server is shutting down; resume from ledger {seq}"
 #: Every stream's read-ahead while it lives: the metrics sum what they hold at scrape.
 OPEN_READAHEADS: weakref.WeakSet[ReadAhead] = weakref.WeakSet()
 _T = TypeVar("_T")
+#: Which frames of an object a call sends (None: its RawLedger frames, ``LakeObject.frames``).
+FramesOf = Callable[[LakeObject], list[bytes]] | None
 
 
 async def _unless_stopped(aw: Awaitable[_T], stop: asyncio.Event | None, seq: int) -> _T:
@@ -236,12 +238,18 @@ async def _object_holding(
 
 
 async def stream_frames(
-    lake: Lake, start: int, end: int, s: StreamSettings, stop: asyncio.Event | None = None
+    lake: Lake,
+    start: int,
+    end: int,
+    s: StreamSettings,
+    stop: asyncio.Event | None = None,
+    frames_of: FramesOf = None,
 ) -> AsyncGenerator[list[bytes], None]:
     """RawLedger frames from ``start`` to ``end`` inclusive (0: forever), in
     runs: the frames an object holds for the stream, handed over whole so that
     no generator step is spent per ledger. Setting ``stop`` (the server
-    draining) ends it with UNAVAILABLE before the next run."""
+    draining) ends it with UNAVAILABLE before the next run. ``frames_of``
+    picks another shape of an object's frames (the ``stellar.v1`` ones)."""
     check_start(start, end)
     first = await check_in_range(lake, start)
     ahead = ReadAhead(lake, lake.file_start(start), s, lake.file_start(end) if end else None)
@@ -259,11 +267,8 @@ async def stream_frames(
                     f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}",
                 )
             last = obj.end if not end else min(obj.end, end)
-            yield (
-                obj.frames
-                if (seq, last) == (obj.start, obj.end)
-                else obj.frames[seq - obj.start : last - obj.start + 1]
-            )
+            frames = obj.frames if frames_of is None else frames_of(obj)
+            yield (frames if (seq, last) == (obj.start, obj.end) else frames[seq - obj.start : last - obj.start + 1])
             prev_hash = obj.last_hash if last == obj.end else None
             seq = last + 1
     finally:
@@ -289,10 +294,11 @@ def range_response(frames: list[bytes], latest: int) -> bytes:
     return b"".join(parts)
 
 
-async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> bytes:
+async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings, frames_of: FramesOf = None) -> bytes:
     """The ledgers of [start, end) the lake holds now, from ``start``, stopping
     at the first one missing, at ``range_max_ledgers``, or before passing
-    ``range_max_bytes`` (always at least one). Never waits."""
+    ``range_max_bytes`` (always at least one). Never waits. ``frames_of``: as
+    for ``stream_frames``."""
     if not end or end <= start:
         raise BadRequest(f"end_ledger {end} must be above start_ledger {start} (it is exclusive)")
     check_start(start)
@@ -308,8 +314,9 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings) -> b
             break
         if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
             raise ChainBroken(f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}")
+        held = obj.frames if frames_of is None else frames_of(obj)
         while seq <= obj.end and seq < end and len(frames) < s.range_max_ledgers:
-            f = obj.frame(seq)
+            f = held[seq - obj.start]
             if frames and total + len(f) > s.range_max_bytes:
                 return range_response(frames, newest)
             frames.append(f)

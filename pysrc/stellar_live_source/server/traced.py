@@ -86,4 +86,4 @@ def request_attrs(request: Any) -> dict[str, Any]:
     start = getattr(request, "start_ledger", None)
     if start is None:
         return {}
-    return {"stellar.start_ledger": int(start), "stellar.end_ledger": int(request.end_ledger)}
+    return {"stellar.start_ledger": int(start), "stellar.end_ledger": int(getattr(request, "end_ledger", 0))}
