@@ -27,6 +27,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .. import __version__, api
+from ..control.flowctl import Registrar
+from ..control.identity import identity, numbers
 from ..core import BACKEND, index
 from ..core.zstd import ZSTD_VERSION
 from ..errors import ConfigError
@@ -91,6 +93,7 @@ class App:
         self.readiness.watch(self._readiness_changed)
         self.reloader: Reloader | None = None
         self._file_watch: asyncio.Task[None] | None = None
+        self.registrar: Registrar | None = None  # ENABLE_FLOWCTL: the control plane's client
         self.hard_exit: Callable[[int], object] = os._exit  # a second signal: no drain, no cleanup
 
     # -- start --
@@ -162,7 +165,21 @@ class App:
             self.tls.start()
         self.bound = Bound(port, health_port, metrics_port)
         log.info("listening on %s: %s", host, ", ".join(f"{k} {v}" for k, v in ports(self.bound).items() if v))
+        self._start_registrar()
         return self.bound
+
+    def _start_registrar(self) -> None:
+        """ENABLE_FLOWCTL: register with the control plane and heartbeat, in the
+        background (``control.flowctl``); the lake's part of the identity once open."""
+        bound = self.bound
+        if not self.config.flowctl.enabled or bound is None:
+            return
+        self.registrar = Registrar(
+            self.config,
+            lambda: identity(self.config, self.lake, bound.grpc_port, bound.health_port, os.environ),
+            lambda: (self.readiness.status, numbers(self.metrics, self.service.active, self.lake)),
+        )
+        self.registrar.start()
 
     async def _http(self, app: Any, setting: str, port: int) -> int:
         listener = Listener(app, self.tls.http_context() if self.tls is not None else None)
@@ -309,6 +326,11 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.graceful_shutdown_timeout if grace is None else grace
         self.readiness.hold(DRAINING, "the server is shutting down")
+        if self.registrar is not None:  # STOPPING and unregister, beside the drain (within a second)
+            farewell = asyncio.ensure_future(self.registrar.stop())
+            self._background.add(farewell)
+            farewell.add_done_callback(self._background.discard)
+            self.registrar = None
         await self.health.enter_graceful_shutdown()  # NOT_SERVING first: load balancers stop sending
         self.service.draining.set()
         if self._file_watch is not None:
