@@ -34,6 +34,7 @@ NAMES = [
     ("S3_FORCE_PATH_STYLE", "storage.force_path_style", "true", True),
     ("S3_ANONYMOUS", "storage.anonymous", "true", True),
     ("HTTP_BASE_URL", "storage.http_base_url", "https://lake.example/pubnet", "https://lake.example/pubnet"),
+    ("HTTP_SEARCH_FROM", "storage.http_search_from", "50000000", 50000000),
     ("MANIFEST_PATH", "storage.manifest_path", "meta/manifest.json", "meta/manifest.json"),
     (
         "NETWORK_PASSPHRASE",
@@ -135,6 +136,7 @@ def test_defaults():
         "S3_FORCE_PATH_STYLE": "false",
         "S3_ANONYMOUS": "false",
         "HTTP_BASE_URL": "",
+        "HTTP_SEARCH_FROM": "0",
         "MANIFEST_PATH": ".config.json",
         "NETWORK_PASSPHRASE": "",
         "LEDGERS_PER_FILE": "64",

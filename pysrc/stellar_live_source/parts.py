@@ -28,6 +28,8 @@ def storage_for(config: Config) -> Storage:
     bucket = str(SAMPLE_LAKE) if st.uses_sample_lake else st.bucket_name
     return open_storage(
         st.type,
+        base_url=st.http_base_url,
+        headers=st.http_headers,
         bucket=bucket,
         prefix=st.path,
         region=st.region or None,
@@ -61,6 +63,7 @@ def lake_settings(config: Config) -> LakeSettings:
         breaker_reset_timeout=config.resilience.breaker_reset_timeout,
         manifest_path=st.manifest_path,
         network_passphrase=st.network_passphrase,
+        search_from=st.http_search_from,
     )
 
 

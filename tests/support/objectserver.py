@@ -12,7 +12,8 @@ served over HTTP/1.1 on 127.0.0.1 in the shapes the lake's clients speak.
 Injectable, settable at any time from any thread: ``delay`` (seconds before
 every answer), random faults (``fail_rate`` 503s, ``reset_rate`` closes
 without an answer, ``truncate_rate`` bodies cut short), and per-key rules
-(``rule(key, fault)``: a status code, "reset", "truncate" or "hang").
+(``rule(key, fault)``: a status code, "reset", "truncate" or "hang";
+with ``times=N``, only the next N requests for the key, then it is served).
 ``auth`` names what is accepted, comma-separated: ``s3`` (a SigV4
 ``Authorization`` header; the signature itself is not checked, no peer here
 holds real keys) and ``bearer:TOKEN`` (that bearer token); anything else is
@@ -118,6 +119,7 @@ class ObjectServer:
         self.issued_token = self.token or "token"
         self.fail_rate = self.reset_rate = self.truncate_rate = 0.0
         self._rules: dict[str, str | int] = {}
+        self._rule_left: dict[str, int] = {}  # rules that end after this many more requests
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
@@ -166,15 +168,19 @@ class ObjectServer:
                     raise AttributeError(name)
                 setattr(self, name, value)
 
-    def rule(self, key: str, fault: str | int | None) -> None:
-        """Answer every request for object ``key`` with ``fault`` (None: clear)."""
+    def rule(self, key: str, fault: str | int | None, times: int | None = None) -> None:
+        """Answer every request for object ``key`` with ``fault`` (None: clear),
+        or only the next ``times`` requests for it."""
         if fault is not None and fault not in FAULTS and not isinstance(fault, int):
             raise ValueError(f"fault must be a status code or one of {FAULTS}: {fault!r}")
         with self._lock:
+            self._rule_left.pop(key, None)
             if fault is None:
                 self._rules.pop(key, None)
             else:
                 self._rules[key] = fault
+                if times is not None:
+                    self._rule_left[key] = times
 
     # -- lifecycle --
     def start(self) -> ObjectServer:
@@ -222,7 +228,12 @@ class ObjectServer:
     def _decide(self, key: str | None) -> str | int | None:
         with self._lock:
             if key is not None and key in self._rules:
-                return self._rules[key]
+                fault = self._rules[key]
+                if key in self._rule_left:
+                    self._rule_left[key] -= 1
+                    if self._rule_left[key] <= 0:
+                        del self._rules[key], self._rule_left[key]
+                return fault
             r = self._rng.random()
             if r < self.fail_rate:
                 return 503

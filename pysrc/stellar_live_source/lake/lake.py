@@ -34,6 +34,7 @@ from ..errors import (
 from ..ops import tracing
 from .breaker import Breaker
 from .objects import LakeObject, ObjectCache
+from .probe import KeyProbe, anchors, find_anchor
 from .slots import Slots
 from .storage import Storage
 
@@ -127,6 +128,7 @@ class LakeSettings:
     breaker_reset_timeout: float = 30.0  # seconds open before the half-open probe
     manifest_path: str = MANIFEST  # the SEP-54 manifest, from the lake's root
     network_passphrase: str = ""  # NETWORK_PASSPHRASE ("": the manifest's, if any)
+    search_from: int = 0  # HTTP_SEARCH_FROM: a ledger a lake that cannot list holds (0: look for one)
 
 
 def breaker_for(storage: Storage, settings: LakeSettings) -> Breaker:
@@ -164,6 +166,7 @@ class Lake:
         self._tip_changed = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._waiters = 0
+        self._probe: KeyProbe | None = None  # how the ends are found when storage cannot list
         self.fetches = 0
         self.slots = Slots(settings.max_inflight)  # observers read in_use and waits
         # Observers' hooks (metrics): told of each storage call (operation,
@@ -223,12 +226,37 @@ class Lake:
                 raise LakeConfigError(f"the lake manifest's ledgersPath {given!r} is not a plain path")
             storage.descend(path)
         lake = cls(storage, layout, settings, manifest, breaker)
+        if not storage.can_list:
+            await lake._open_probe()
+            return lake
         first = await lake._first_object_key("", None)
         if first is not None:  # the newest object's extension: what the exporter writes now
             ext = lake.layout.parse_key(first)[2]
             if ext != lake.layout.extension:
                 lake.layout = Layout(layout.ledgers_per_file, layout.files_per_partition, ext)
         return lake
+
+    async def _open_probe(self) -> None:
+        """For storage that cannot list: one object the lake holds, found by
+        existence checks, gives the extension and where searches start."""
+        search_from = self.settings.search_from
+        found = await find_anchor(self.layout, self._exists, search_from)
+        if found is None:
+            where = self.storage.description
+            if search_from:
+                raise LakeConfigError(
+                    f"HTTP_SEARCH_FROM={search_from}: the lake at {where} holds no object "
+                    f"{self.layout.object_key(search_from)} (under either extension)"
+                )
+            tried = len(anchors(self.layout, 0))
+            raise LakeConfigError(
+                f"the lake at {where} cannot be listed and holds none of the {tried} objects looked for "
+                "(ledger 2's and the powers of two's): set HTTP_SEARCH_FROM to a ledger it holds"
+            )
+        start, ext = found
+        if ext != self.layout.extension:
+            self.layout = Layout(self.layout.ledgers_per_file, self.layout.files_per_partition, ext)
+        self._probe = KeyProbe(self.layout, self._exists, start)
 
     async def close(self) -> None:
         if self._oldest_search is not None:
@@ -361,6 +389,26 @@ class Lake:
 
         return await retrying(what, listing, self.settings, self.breaker)
 
+    async def _exists(self, key: str) -> bool:
+        """Whether the lake holds object ``key`` (a HEAD request, retried like any storage call)."""
+
+        async def head() -> bool:
+            began, outcome = time.perf_counter(), "cancelled"
+            try:
+                await self.storage.head(key)
+                outcome = "ok"
+                return True
+            except ObjectNotFound:
+                outcome = "not_found"
+                return False
+            except Exception:
+                outcome = "error"
+                raise
+            finally:
+                self.on_storage_request("head", outcome, time.perf_counter() - began)
+
+        return await retrying(f"looking for {key}", head, self.settings, self.breaker)
+
     async def _decode(self, key: str, raw: bytes) -> LakeObject:
         if tracing.TRACER is None:
             return await self._decode_now(key, raw)
@@ -455,6 +503,8 @@ class Lake:
         return None if self._newest is None else self._newest[1]
 
     async def _refresh_newest(self) -> None:
+        if self._probe is not None:
+            return await self._refresh_newest_probed(self._probe)
         # Inverted hex prefixes: an ascending listing starts with the newest object.
         after = None
         while (key := await self._first_object_key("", after)) is not None:
@@ -462,17 +512,28 @@ class Lake:
                 return
             obj = await self.object(self.layout.parse_key(key)[0])
             if obj is not None:
-                newest_end = None if self._newest is None else self._newest[1]
-                grew = newest_end is None or obj.end > newest_end
-                if grew or obj.end == newest_end:  # a newer object, or the newest one rewritten
-                    self._newest = (key, obj.end)
-                    self._tip = obj
-                if grew:
-                    self._tip_changed.set()
-                    self._tip_changed = asyncio.Event()
+                self._take_newest(key, obj)
                 return
             after = key  # listed, then gone: the next one
         self._newest = self._tip = None
+
+    async def _refresh_newest_probed(self, probe: KeyProbe) -> None:
+        key = await probe.newest_key()
+        if self._newest is not None and self._newest[0] == key:
+            return
+        obj = await self.object(self.layout.parse_key(key)[0])
+        if obj is not None:  # (else found, then gone: the next poll asks again)
+            self._take_newest(key, obj)
+
+    def _take_newest(self, key: str, obj: LakeObject) -> None:
+        newest_end = None if self._newest is None else self._newest[1]
+        grew = newest_end is None or obj.end > newest_end
+        if grew or obj.end == newest_end:  # a newer object, or the newest one rewritten
+            self._newest = (key, obj.end)
+            self._tip = obj
+        if grew:
+            self._tip_changed.set()
+            self._tip_changed = asyncio.Event()
 
     async def oldest(self, refresh: bool = False) -> int | None:
         """The first ledger the lake holds, found by searching the listing
@@ -485,7 +546,10 @@ class Lake:
         return self._oldest
 
     async def oldest_key(self) -> str | None:
-        """The key of the oldest object: the lexicographically last of the layout's keys."""
+        """The key of the oldest object: the lexicographically last of the
+        layout's keys (without listing: the probe's search)."""
+        if self._probe is not None:
+            return await self._probe.oldest_key()
         return await self._last_key("")
 
     async def _find_oldest(self) -> int | None:

@@ -125,6 +125,22 @@ class RemoteStorage(Storage):
         # obstore.Bytes, not bytes: a read-only buffer the core decodes in place (no copy).
         return data
 
+    async def head(self, key: str) -> None:
+        """A HEAD request through obstore: the object exists, or ObjectNotFound."""
+        if self._closed:
+            raise RuntimeError(f"{self.description} is closed")
+        import obstore
+
+        self.stats["head"] += 1
+        try:
+            async with asyncio.timeout(self.timeout + _SLACK):
+                await obstore.head_async(self._store, self._root + key)
+        except TimeoutError:
+            self.stats["errors"] += 1
+            raise StorageError(f"{self.description}: head {key!r}: no answer within {self.timeout:.1f}s") from None
+        except Exception as exc:
+            raise self._mapped(f"head {key!r}", exc) from exc
+
     def _too_large(self, key: str, size: str) -> CorruptObject:
         self.stats["refused"] = self.stats.get("refused", 0) + 1
         return CorruptObject(
@@ -158,7 +174,7 @@ class RemoteStorage(Storage):
                 self.stats["errors"] += 1
                 return StorageError(f"{self.description}: {what}: the bucket does not exist")
             self.stats["not_found"] += 1
-            return ObjectNotFound(f"{self.description}: no object {what.removeprefix('get ')}")
+            return ObjectNotFound(f"{self.description}: no object {what.partition(' ')[2]}")
         self.stats["errors"] += 1
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
             return StorageError(f"{self.description}: {what}: access denied: {_first_line(message)}")

@@ -52,11 +52,21 @@ class Storage(abc.ABC):
     description: str
     # Objects stored larger than this are refused before they are read (set by the lake).
     max_object_bytes: int | None = None
+    # Whether list() works: an HTTP lake cannot list, so the lake finds its ends with head().
+    can_list: bool = True
 
     def __init__(self, description: str, timeout: float, max_inflight: int) -> None:
         self.description = description
         self.timeout = timeout
-        self.stats: dict[str, int] = {"get": 0, "get_bytes": 0, "get_inline": 0, "list": 0, "errors": 0, "not_found": 0}
+        self.stats: dict[str, int] = {
+            "get": 0,
+            "get_bytes": 0,
+            "get_inline": 0,
+            "list": 0,
+            "head": 0,
+            "errors": 0,
+            "not_found": 0,
+        }
         self._thread_name = f"lake-{self.kind.lower()}-{next(_instances)}"
         self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix=self._thread_name)
         self._closed = False
@@ -124,6 +134,14 @@ class Storage(abc.ABC):
     def _get_now(self, key: str) -> bytes | None:
         """The object if it can be had on the event loop without blocking, else None."""
         return None
+
+    async def head(self, key: str) -> None:
+        """Return if object ``key`` exists (its body unread); raises ObjectNotFound or StorageError."""
+        self.stats["head"] += 1
+        await self._call(f"head {key!r}", self.timeout, self._head, key)
+
+    def _head(self, key: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no existence check")
 
     async def list(self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000) -> list[str]:
         """Keys under `prefix`, ascending, strictly after `start_after`, at most `limit`."""
@@ -265,6 +283,12 @@ class FolderStorage(Storage):
                         self.INLINE_SLOW * 1e3,
                     )
 
+    def _head(self, key: str) -> None:
+        try:
+            os.close(self._open(key, self._path(key))[0])
+        except OSError as e:
+            raise StorageError(f"{self.description}: head {key!r}: {e}") from e
+
     def _get(self, key: str) -> bytes:
         try:
             fd, _ = self._open(key, self._path(key))
@@ -361,10 +385,17 @@ def open_storage(
     anonymous: bool,
     timeout: float,
     max_inflight: int,
+    base_url: str = "",
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> Storage:
-    """One Storage per lake, shared by all its streams. `kind` is FS, S3 or GCS.
-    Nothing is asked of the bucket until the first call; check() asks first."""
+    """One Storage per lake, shared by all its streams. `kind` is FS, S3, GCS
+    or HTTP (``base_url`` and ``headers``; no bucket). Nothing is asked of
+    the bucket until the first call; check() asks first."""
     kind = kind.upper()
+    if kind == "HTTP":
+        from .http import HTTPStorage
+
+        return HTTPStorage(base_url, prefix, headers, timeout, max_inflight)
     if not bucket:
         raise StorageConfigError(f"{kind} storage needs a bucket (or folder)")
     if kind == "FS":
@@ -375,4 +406,4 @@ def open_storage(
         return S3Storage(bucket, prefix, region, endpoint, force_path_style, timeout, max_inflight, anonymous)
     if kind == "GCS":
         return GCSStorage(bucket, prefix, endpoint, timeout, max_inflight)
-    raise StorageConfigError(f"unknown storage type {kind!r}: expected FS, S3 or GCS")
+    raise StorageConfigError(f"unknown storage type {kind!r}: expected FS, S3, GCS or HTTP")

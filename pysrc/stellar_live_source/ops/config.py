@@ -122,6 +122,8 @@ class StorageConfig:
     http_base_url: str = _opt("HTTP_BASE_URL", "str", "", reload="restart")
     # header name -> value, sorted by name; written as a YAML mapping or HTTP_HEADER_<NAME> variables
     http_headers: tuple[tuple[str, str], ...] = _opt(f"{HEADER_PREFIX}<NAME>", "headers", "", reload="restart")
+    # a ledger an HTTP lake holds, where the search for its ends starts (0: ledger 2, then powers of two)
+    http_search_from: int = _opt("HTTP_SEARCH_FROM", "int", "0", low=0, high=0xFFFFFFFF, reload="restart")
     manifest_path: str = _opt("MANIFEST_PATH", "str", ".config.json", required=True, reload="restart")
     network_passphrase: str = _opt("NETWORK_PASSPHRASE", "str", "", reload="restart")
     ledgers_per_file: int = _opt("LEDGERS_PER_FILE", "int", "64", reload="restart")
