@@ -40,11 +40,13 @@ Candidates:
 The async candidates run 64 workers over the keys (64 reads in flight, as a
 semaphore of 64 would, without 5,000 waiting tasks). Three rounds; each
 round runs every candidate once, the order rotated round by round; the
-table gives each candidate's median, and the project's S3 and GCS (both
+table gives each candidate's median, and the project's S3, GCS and HTTP (all
 ways) against 0.6 ms of CPU per object.
 
-HTTP, goal 2's third backend, has no storage in the project yet (a later
-issue adds it): it is not measured here.
+- ``http``, ``http-ranged``: the project's ``HTTPStorage`` (obstore's HTTP
+  store) reading ``http://HOST/BUCKET`` as a plain file server, the same two
+  ways, with an extra header (``Authorization: Bearer TOKEN``, the server
+  refusing requests without it), as ``HTTP_HEADER_<NAME>`` sends one.
 
 The same candidates also read 200 objects from moto and from the GCS-API
 emulator, checked byte for byte: they work against real APIs (too slow to
@@ -80,26 +82,29 @@ OBJECTS = 5_000
 SIZES = (9_000, 11_000)  # bytes, drawn uniformly: about 10 KB each
 INFLIGHT = 64
 ROUNDS = 3
-GOAL_MS = 0.6  # CPU per object read, the project's S3 and GCS
+GOAL_MS = 0.6  # CPU per object read, the project's S3, GCS and HTTP
 BUCKET = "clients"
 TOKEN = "bench-token"  # what the server's /token hands out and then accepts
-CANDIDATES = ("s3", "s3-ranged", "gcs", "gcs-ranged", "obstore", "boto3", "gcs-lib")
+CANDIDATES = ("s3", "s3-ranged", "gcs", "gcs-ranged", "http", "http-ranged", "obstore", "boto3", "gcs-lib")
 WHAT = {
     "s3": "project S3Storage (obstore, SigV4), get(key, on_size)",
     "s3-ranged": "project S3Storage, get(key): one ranged GET",
     "gcs": "project GCSStorage (obstore, token), get(key, on_size)",
     "gcs-ranged": "project GCSStorage, get(key): one ranged GET",
+    "http": "project HTTPStorage (obstore, header), get(key, on_size)",
+    "http-ranged": "project HTTPStorage, get(key): one ranged GET",
     "obstore": "bare obstore S3Store loop",
     "boto3": "bare boto3, 64 threads (old S3 path)",
     "gcs-lib": "bare google-cloud-storage, 64 threads (old GCS path)",
 }
 GCS = ("gcs", "gcs-ranged", "gcs-lib")
-JUDGED = ("s3", "s3-ranged", "gcs", "gcs-ranged")  # against GOAL_MS
+HTTP = ("http", "http-ranged")
+JUDGED = ("s3", "s3-ranged", "gcs", "gcs-ranged", *HTTP)  # against GOAL_MS
 REAL_OBJECTS = 200  # against moto and the GCS emulator: correctness, small counts
 
 
 def api_of(candidate: str) -> str:
-    return "GCS" if candidate in GCS else "S3"
+    return "GCS" if candidate in GCS else "HTTP" if candidate in HTTP else "S3"
 
 
 # -- the client side: runs in its own process ------------------------------------------------------------------
@@ -137,6 +142,8 @@ def _project(job: dict) -> Iterator[Callable[[list[str], int], list[Any]]]:
         anonymous=False,
         timeout=d.timeout,
         max_inflight=d.max_inflight,  # as the service opens it: the connection pool's size
+        base_url=f"{job['endpoint']}/{job['bucket']}",
+        headers=(("Authorization", f"Bearer {TOKEN}"),),  # used by HTTP only
     )
     loop = asyncio.new_event_loop()
     try:
@@ -230,6 +237,8 @@ CLIENTS = {
     "s3-ranged": _project,
     "gcs": _project,
     "gcs-ranged": _project,
+    "http": _project,
+    "http-ranged": _project,
     "obstore": _obstore,
     "boto3": _boto3,
     "gcs-lib": _gcs_lib,
@@ -274,6 +283,8 @@ def client_env(candidate: str, creds: Path | None = None, emulator: str | None =
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     if api_of(candidate) == "S3":
         env.update(DUMMY_AWS_ENV)
+    elif api_of(candidate) == "HTTP":
+        pass  # no credentials but the header the storage is given
     else:
         env["GOOGLE_CLOUD_PROJECT"] = "bench"
         if emulator is not None:
@@ -401,7 +412,8 @@ CASES = [(c, r) for r in range(ROUNDS) for c in CANDIDATES[r % len(CANDIDATES) :
 @pytest.mark.parametrize("candidate,round_", CASES, ids=[f"{c}-{r}" for c, r in CASES])
 def test_client_cpu(benchmark, objects, credentials, candidate, round_):
     gcs = candidate in GCS
-    server = start_object_server(objects.folder, BUCKET, "--auth", f"bearer:{TOKEN}" if gcs else "s3")
+    bearer = gcs or candidate in HTTP
+    server = start_object_server(objects.folder, BUCKET, "--auth", f"bearer:{TOKEN}" if bearer else "s3")
     try:
         env = client_env(candidate, credentials(server.url) if gcs else None)
         job = {
@@ -457,7 +469,6 @@ def summarize() -> None:
         verdict = (f"goal <= {GOAL_MS} ms: " + ("met" if cpu <= GOAL_MS else "NOT met")) if candidate in JUDGED else ""
         spread = ", ".join(f"{r['cpu_ms']:.3f}" for r in runs)
         lines.append(f"  {WHAT[candidate]:<56} {cpu:>13.3f} {rate:>10,.0f}  {verdict} (runs: {spread})")
-    lines.append("  HTTP (goal 2's third backend): no HTTP storage yet (a later issue); not measured")
     NOTES.extend(lines)
     print("\n" + "\n".join(lines))
 
@@ -513,7 +524,7 @@ def read_real(benchmark, few_objects: Objects, candidate: str, endpoint: str, en
     )
 
 
-@pytest.mark.parametrize("candidate", [c for c in CANDIDATES if c not in GCS])
+@pytest.mark.parametrize("candidate", [c for c in CANDIDATES if c not in GCS + HTTP])
 def test_clients_against_moto(benchmark, moto_bucket, few_objects, candidate):
     benchmark.group = "storage-clients-moto"
     read_real(benchmark, few_objects, candidate, moto_bucket, client_env(candidate), 16)
