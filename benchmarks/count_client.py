@@ -2,14 +2,16 @@
 counting messages and raw bytes, decoding nothing. Run it as a subprocess so
 it has its own core and GIL; it prints one JSON line.
 
-    python benchmarks/count_client.py ADDR START END [--streams K] [--at UNIX_TIME] [--mark N]
+    python benchmarks/count_client.py ADDR START END [--streams K] [--at UNIX_TIME] [--mark N] [--v1]
 
 With ``--streams K`` it runs K streams at once, one channel (one connection)
 each, in threads; ``--at`` starts them at a wall-clock time, so several
 client processes start together. ``--mark N`` (one stream) also prints a
 JSON line the moment the N-th ledger arrives, so a warm-up can be cut off:
 the final line then gives the ledgers, bytes and seconds after the mark, and
-the client's own CPU seconds in both lines.
+the client's own CPU seconds in both lines. ``--v1`` streams from
+``stellar.v1.RawLedgerService`` instead (its streams have no end: the client
+cancels once it has ``END - START + 1`` ledgers).
 """
 
 from __future__ import annotations
@@ -27,18 +29,35 @@ from stellar_live_source import api
 OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
 
 
-def open_stream(addr: str, start: int, end: int):
+def open_stream(addr: str, start: int, end: int, v1: bool = False):
     """(channel, a call factory): connected before the clock starts."""
     channel = grpc.insecure_channel(addr, options=OPTIONS)
     grpc.channel_ready_future(channel).result(timeout=30)
+    if v1:
+        request = api.message("stellar.v1.StreamLedgersRequest")(start_ledger=start)
+        method = f"/{api.V1_SERVICE}/StreamRawLedgers"
+    else:
+        request = api.StreamLedgersRequest(start_ledger=start, end_ledger=end)
+        method = api.STREAM_METHOD
     call: grpc.UnaryStreamMultiCallable[Any, bytes] = channel.unary_stream(
-        api.STREAM_METHOD, request_serializer=api.StreamLedgersRequest.SerializeToString, response_deserializer=None
+        method, request_serializer=type(request).SerializeToString, response_deserializer=None
     )  # raw bytes: nothing decoded
-    return channel, lambda: call(api.StreamLedgersRequest(start_ledger=start, end_ledger=end), timeout=600)
+    return channel, lambda: _upto(call(request, timeout=600), end - start + 1)
 
 
-def count(addr: str, start: int, end: int, streams: int = 1, at: float | None = None) -> dict:
-    opened = [open_stream(addr, start, end) for _ in range(streams)]
+def _upto(call: Any, n: int) -> Any:
+    """The call's messages, ``n`` at most (then the call is cancelled)."""
+    got = 0
+    for msg in call:
+        yield msg
+        got += 1
+        if got == n:
+            call.cancel()
+            return
+
+
+def count(addr: str, start: int, end: int, streams: int = 1, at: float | None = None, v1: bool = False) -> dict:
+    opened = [open_stream(addr, start, end, v1) for _ in range(streams)]
     results: list[tuple[int, int, float, float]] = []
 
     def one(make) -> None:
@@ -95,11 +114,12 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--at", type=float)
     p.add_argument("--mark", type=int)
+    p.add_argument("--v1", action="store_true", help="stream from stellar.v1.RawLedgerService")
     a = p.parse_args()
     if a.mark:
         print(json.dumps(count_after_mark(a.addr, a.start, a.end, a.mark)), flush=True)
     else:
-        print(json.dumps(count(a.addr, a.start, a.end, a.streams, a.at)), flush=True)
+        print(json.dumps(count(a.addr, a.start, a.end, a.streams, a.at, a.v1)), flush=True)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ AB = [
     for size in ("large", "small")
 ]
 
+# stellar.v1 vs raw_ledger_service, the same cold stream: the median of the rounds' own pairs (raw seconds /
+# v1 seconds, so ledgers/s v1 / raw), judged only over enough rounds. (group, goal, least rounds, what)
+V1 = [(f"v1-{size}", 0.95, 6, f"{size} ledgers, cold") for size in ("large", "small")]
+
 # Goals that are a fixed limit, not a same-run baseline: the figure beside its limit, both recorded by the
 # benchmark. (group, figure, limit, what, unit, what the limit is)
 LIMITS = [
@@ -159,6 +163,17 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
                 f"{group}: A/B, {what}, paired medians of {n}: after (service/ceiling) "
                 f"{got[after]:.3f}, before (baseline/ceiling) {got[before]:.3f}, after/before {quotient:.3f}"
                 f"  goal >= {goal:g}: {verdict}"
+            )
+    for group, goal, least, what in V1:
+        got = results.get(group, {})
+        if "paired_ratio" in got:
+            rounds = got["paired_ratio_rounds"]
+            n = f"{rounds:.0f} round{'' if rounds == 1 else 's'}"
+            judged = "met" if got["paired_ratio"] >= goal else "NOT met"
+            verdict = judged if rounds >= least else f"not judged over {n} (it needs {least})"
+            lines.append(
+                f"{group}: stellar.v1 / raw_ledger_service stream, {what}, ledgers/s, paired median of {n}: "
+                f"{got['paired_ratio']:.3f}  goal >= {goal:g}: {verdict}"
             )
     fanout = results.get("service-fanout", {})
     if "fetches" in fanout and "objects" in fanout:  # 32 streams over one range: each object read once

@@ -217,8 +217,8 @@ def parse(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_client(addr: str, lake: Lake) -> dict:
-    done = subprocess.run(client_cmd(addr, lake), capture_output=True, text=True, timeout=300)
+def run_client(addr: str, lake: Lake, *args: str) -> dict:
+    done = subprocess.run(client_cmd(addr, lake, *args), capture_output=True, text=True, timeout=300)
     if done.returncode:
         raise RuntimeError(f"the client failed: {done.stderr}")
     return parse(done.stdout)
@@ -236,13 +236,16 @@ def peak_rss(pid: int) -> int:
     return int(m.group(1)) * 1024  # type: ignore[union-attr]  # Linux's status always has VmHWM
 
 
-def storage_fetches(served: Served) -> int:
+def storage_fetches(served: Served, outcome: str = "") -> int:
+    """Storage gets so far (``outcome``: only those that ended so, e.g. ``ok``)."""
     # The servers are yielded settled; metrics were up before that.
     status, body = http_get(served.url("/metrics"))
     assert status == 200, (status, body)
     # Every storage get, retries included, whatever its outcome: summed over backends and outcomes.
     text = body.decode()
     pattern = r'^stellar_live_source_storage_requests_total\{[^}]*operation="get"[^}]*\} (\S+)$'
+    if outcome:
+        pattern = pattern.replace('operation="get"', f'operation="get"[^}}]*outcome="{outcome}"')
     gets = re.findall(pattern, text, re.M)
     if not gets:  # a baseline from before storage_requests_total: its storage_fetches gauge
         gets = re.findall(r"^stellar_live_source_storage_fetches (\S+)$", text, re.M)
@@ -265,7 +268,19 @@ def round_kinds(round_: int, baseline: bool) -> list[str]:
     return ["ceiling", *(cold if baseline else ["service"]), "warm"]
 
 
+V1_ROUNDS = 6  # at least: the v1/raw goal is judged over paired medians of 6 rounds or more
+
+
+def v1_round_kinds(round_: int) -> list[str]:
+    """The two services' cold streams of one round, alternating which goes first."""
+    return ["raw", "v1"] if round_ % 2 == 0 else ["v1", "raw"]
+
+
 def pytest_generate_tests(metafunc):
+    if metafunc.definition.originalname == "test_v1_speed":
+        rounds = max(V1_ROUNDS, metafunc.config.getoption("rounds"))
+        cases = [(name, kind, r) for name in SPECS for r in range(rounds) for kind in v1_round_kinds(r)]
+        metafunc.parametrize("name,kind,round_", cases, ids=[f"{n}-{k}-{r}" for n, k, r in cases])
     if metafunc.definition.originalname == "test_speed":
         rounds, baseline = metafunc.config.getoption("rounds"), metafunc.config.getoption("baseline_python")
         cases = [(name, kind, r) for name in SPECS for r in range(rounds) for kind in round_kinds(r, bool(baseline))]
@@ -365,3 +380,39 @@ def test_fanout(benchmark, lakes):
     benchmark.extra_info.update(group)
     # Every object read from storage once (the held one at start-up), whatever the number of clients.
     assert fetches == lake.objects - HELD
+
+
+V1_SECONDS: dict[tuple[str, str, int], float] = {}  # (lake, "raw" or "v1", round) -> client seconds
+BYTES_V1: dict[tuple[str, str], int] = {}  # (lake, "raw" or "v1") -> bytes received
+
+
+def test_v1_speed(benchmark, lakes, name, kind, round_):
+    """The same cold stream from ``raw_ledger_service`` and from ``stellar.v1``
+    (frames with the network and close time, built by the core once per
+    object), each round from a fresh server, in alternating order; the figure
+    is v1/raw in ledgers per second, the median of the rounds' own pairs."""
+    lake = lakes[name]
+    with server_process(service_env(lake)) as served:
+        fetched = storage_fetches(served, "ok")
+        args = ("--v1",) if kind == "v1" else ()
+        got = benchmark.pedantic(run_client, (served.addr, lake, *args), rounds=1, iterations=1)
+        # Cold: every object read once (a v1 stream has no end: it may also ask for objects past the
+        # newest before the client cancels it, reads that find nothing).
+        assert storage_fetches(served, "ok") - fetched == lake.objects - HELD
+    assert got["ledgers"] == lake.spec.count and got["bytes"] > lake.spec.cache_bytes
+    BYTES_V1.setdefault((name, kind), got["bytes"])
+    if (name, "raw") in BYTES_V1 and (name, "v1") in BYTES_V1:  # v1 frames: the same ledgers, and more
+        assert BYTES_V1[name, "v1"] > BYTES_V1[name, "raw"]
+    benchmark.group = f"v1-{name}"
+    benchmark.extra_info.update(got)
+    V1_SECONDS[name, kind, round_] = got["seconds"]
+    group = RESULTS.setdefault(f"v1-{name}", {})
+    keep(group, f"{kind}_ledgers/s", got["ledgers"] / got["seconds"])
+    paired = [
+        V1_SECONDS[name, "raw", r] / V1_SECONDS[name, "v1", r]
+        for r in sorted({r for n, _, r in V1_SECONDS if n == name})
+        if (name, "raw", r) in V1_SECONDS and (name, "v1", r) in V1_SECONDS
+    ]
+    if paired:
+        group["paired_ratio"] = statistics.median(paired)
+        group["paired_ratio_rounds"] = len(paired)
