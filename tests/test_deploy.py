@@ -505,6 +505,30 @@ def test_values_schema_refuses_bad_values() -> None:
         assert out.returncode != 0 and "schema" in out.stderr.lower(), (bad, out.stderr)
 
 
+def leaves(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in ("settings", "clientPodLabels", "resources"):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_every_value_is_documented() -> None:
+    """Each value has a comment in values.yaml and a row in the chart's README."""
+    text = (CHART / "values.yaml").read_text()
+    readme = (CHART / "README.md").read_text()
+    lines = text.splitlines()
+    for path in leaves(yaml.safe_load(text)):
+        *parents, last = path.split(".")
+        assert f"`{path}`" in readme or (f"`{parents[0]}." in readme and f"{last}`" in readme), path
+        (index,) = [i for i, line in enumerate(lines) if re.match(rf"\s*{re.escape(last)}:", line)][-1:]
+        # Commented itself, or a group commented as a whole (ports:).
+        indent = len(lines[index]) - len(lines[index].lstrip())
+        parent = next((j for j in range(index - 1, -1, -1) if len(lines[j]) - len(lines[j].lstrip()) < indent), None)
+        commented = [index] + ([parent] if parent is not None and parents else [])
+        assert any(lines[i - 1].strip().startswith("#") for i in commented), f"{path} has no comment in values.yaml"
+
+
 def test_helm_tls_probes_use_https() -> None:
     plain = container(docs(helm()))
     tls = container(docs(helm("--set", "tls.enabled=true")))
@@ -590,5 +614,9 @@ def test_compose_file() -> None:
     prometheus = compose["configs"]["prometheus"]["content"]
     assert "/etc/prometheus/rules/alerts.yaml" in prometheus and "/etc/prometheus/rules/recording.yaml" in prometheus
     assert "stellar-live-source:9090" in prometheus
+    # The rules select job="stellar-live-source"; the ServiceMonitor's job is the Service's name.
+    assert "job_name: stellar-live-source" in prometheus
     assert "./monitoring:/etc/prometheus/rules:ro" in services["prometheus"]["volumes"]
-    assert any(v.startswith("./monitoring/grafana:") for v in services["grafana"]["volumes"])
+    grafana = services["grafana"]["volumes"]
+    assert "./monitoring/grafana:/var/lib/grafana/dashboards/stellar-live-source:ro" in grafana
+    assert "./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
