@@ -168,6 +168,19 @@ async def test_a_control_plane_that_forgot_the_service_gets_it_registered_again(
             assert cp.heartbeats[-1].service_id in cp.known
 
 
+async def test_a_control_plane_that_forgets_at_once_is_not_flooded_with_registrations(caplog):
+    caplog.set_level(logging.INFO, logger="stellar_live_source.flowctl")
+    async with control_plane("v1") as cp:
+        cp.amnesiac = True
+        async with running_app(flowctl_env(cp.address)) as (app, _):
+            await asyncio.sleep(1.5)
+            assert app.readiness.ready
+            # Backed off like a failure (doubling from 100 ms), not one registration per round trip.
+            assert 2 <= len(cp.registrations) <= 8, len(cp.registrations)
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
 async def test_a_control_plane_down_at_start_is_registered_with_when_it_comes_up():
     port = free_port()
     async with running_app(flowctl_env(f"127.0.0.1:{port}")) as (app, addr):

@@ -44,6 +44,7 @@ class ControlPlane:
     known: set[str] = field(default_factory=set)
     fail: grpc.StatusCode | None = None
     hang: bool = False
+    amnesiac: bool = False  # registers and forgets at once: every heartbeat NOT_FOUND
     calls: int = 0
     in_flight: int = 0
     most_in_flight: int = 0  # calls being answered at once, at most
@@ -112,7 +113,8 @@ class ControlPlane:
         self.registrations.append(request)
         service_id = f"cp-{request.component.id}-{len(self.issued) + 1}"
         self.issued.append(service_id)
-        self.known.add(service_id)
+        if not self.amnesiac:
+            self.known.add(service_id)
         return api.message("flowctl.v1.RegisterResponse")(service_id=service_id, assigned_topics=["ledgers"])
 
     async def _UnregisterComponent(self, request: Any, context: Any) -> Any:

@@ -52,6 +52,7 @@ UNREGISTER_TIMEOUT = 1.0
 REPEAT_LOG_EVERY = 60.0
 
 V1 = "v1"
+FORGOTTEN = "heartbeat just after registering"
 LEGACY = "legacy"
 
 #: What ``report`` returns: the readiness rule's status (``Readiness.status``) and the numbers.
@@ -144,16 +145,17 @@ class Registrar:
                     self._failed("registration", exc, failures)
                     await asyncio.sleep(self._backoff(failures))
                     continue
-                failures = 0
             try:
                 await self._heartbeat()
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    log.warning("flowctl: %s forgot %s: registering again", self.target, self.service_id)
                     self.service_id = None
-                    if fresh:  # forgotten at once: not a loop of registrations without a pause
+                    if fresh:  # forgotten at once: backed off and logged like a failure, not a loop
                         failures += 1
+                        self._failed(FORGOTTEN, exc, failures)
                         await asyncio.sleep(self._backoff(failures))
+                    else:
+                        log.warning("flowctl: %s forgot this service: registering again", self.target)
                     continue
                 failures += 1
                 self._failed("heartbeat", exc, failures)
@@ -201,8 +203,10 @@ class Registrar:
         self.service_id = answer.service_id or me.service_id
         self.registered = me
         self.registrations += 1
-        self._failing = None
-        log.info(
+        # Said once: not again while the control plane forgets each registration at once.
+        repeat = self._failing is not None and self._failing.startswith(FORGOTTEN)
+        log.log(
+            logging.DEBUG if repeat else logging.INFO,
             "flowctl: %s with %s as %s%s",
             "registered again" if again else "registered",
             self.target,
