@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stellar_live_source import api
 from stellar_live_source.core.keys import Layout
+from stellar_live_source.ops.metrics import Metrics
 from stellar_live_source.ops.sli import RollingSli, is_good
 from stellar_live_source.server.app import App
 
@@ -319,3 +320,29 @@ def test_the_sli_window_rolls_and_the_split_of_good_and_bad():
     assert is_good("UNAVAILABLE", "Draining") and not is_good("UNAVAILABLE", "RetriesExhausted")
     for bad in ("DATA_LOSS", "NOT_FOUND", "INTERNAL", "UNKNOWN"):
         assert not is_good(bad, None)
+
+
+def test_a_doors_refusal_without_a_class_is_a_client_limit_to_the_sli_too():
+    """The door's per-client refusals end RESOURCE_EXHAUSTED naming no class:
+    errors_total calls them ClientLimit, and the SLI must count them good as
+    docs/metrics.md says (the fleet's recording rules split the same way)."""
+    m = Metrics()
+    m.call_ended("/raw_ledger_service.RawLedgerService/StreamRawLedgers", "RESOURCE_EXHAUSTED", None, None)
+    m.call_ended("/raw_ledger_service.RawLedgerService/StreamRawLedgers", "UNAVAILABLE", None, None)
+    assert m.registry.get_sample_value(P + "errors_total", {"type": "ClientLimit"}) == 1
+    assert m.registry.get_sample_value(P + "errors_total", {"type": "Internal"}) == 1
+    assert m.sli.availability() == pytest.approx(0.5)
+
+
+async def test_readiness_is_exported_with_the_reasons_that_hold_it():
+    from stellar_live_source.ops.readiness import STORAGE
+
+    async with running_app(env_for(SHARED_LAKE)) as (app, _addr):
+        registry = app.metrics.registry
+        assert registry.get_sample_value(P + "ready") == 1
+        assert registry.get_sample_value(P + "not_ready", {"reason": "starting"}) == 0
+        app.readiness.hold(STORAGE, "storage circuit breaker open: test")
+        assert registry.get_sample_value(P + "ready") == 0
+        assert registry.get_sample_value(P + "not_ready", {"reason": "storage"}) == 1
+        app.readiness.release(STORAGE)
+        assert registry.get_sample_value(P + "ready") == 1

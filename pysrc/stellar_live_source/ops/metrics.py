@@ -39,6 +39,7 @@ from ..core import BACKEND, index
 from ..core import decode as core_decode
 from ..core.zstd import ZSTD_VERSION
 from .handlers import rewrapped
+from .readiness import DRAINING, STARTING, STORAGE
 from .sli import RollingSli, is_good
 
 PREFIX = "stellar_live_source"
@@ -174,6 +175,9 @@ class _Scraped(Collector):
         yield g
 
 
+READINESS_REASONS = (STARTING, DRAINING, STORAGE)
+
+
 class Metrics:
     def __init__(self, slo_availability: float = 0.999, slo_window: float = 3600.0) -> None:
         r = self.registry = CollectorRegistry()
@@ -212,6 +216,15 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.ready = Gauge(f"{PREFIX}_ready", "1 while the service is ready (/ready answers 200), else 0", registry=r)
+        self.not_ready = Gauge(
+            f"{PREFIX}_not_ready",
+            "1 per reason that holds the service back now: starting, draining, storage",
+            ["reason"],
+            registry=r,
+        )
+        for reason in READINESS_REASONS:
+            self.not_ready.labels(reason)
         self.tls_cert_expiry = Gauge(
             f"{PREFIX}_tls_cert_expiry_timestamp_seconds",
             "When the served TLS certificate expires, Unix seconds (0 with TLS off)",
@@ -312,6 +325,13 @@ class Metrics:
         lake.on_storage_request = self.storage_request
         lake.on_decode = self.decoded
 
+    def readiness_changed(self, reasons: Iterable[str]) -> None:
+        """The readiness rule's reasons held now (``Readiness.reasons``)."""
+        held = set(reasons)
+        self.ready.set(0 if held else 1)
+        for reason in READINESS_REASONS:
+            self.not_ready.labels(reason).set(1 if reason in held else 0)
+
     def watch_readahead(self, held: Callable[[], int]) -> None:
         """``held()``: bytes every open stream's read-ahead holds, summed at scrape."""
         self.readahead_held = held
@@ -360,7 +380,9 @@ class Metrics:
         if seconds is not None:
             self.grpc_duration.labels(method, code).observe(seconds)
         if code not in ("OK", "CANCELLED"):
-            self.errors.labels(error or _ERROR_OF_CODE.get(code, "Internal")).inc()
+            # The door's refusals name no class: the one named here is also what the SLI judges.
+            error = error or _ERROR_OF_CODE.get(code, "Internal")
+            self.errors.labels(error).inc()
         self.sli.record(is_good(code, error))
 
 

@@ -91,6 +91,7 @@ class App:
         self._oldest_lookup: asyncio.Task[None] | None = None
         self._tip_refresh: asyncio.Task[None] | None = None
         self.readiness.watch(self._readiness_changed)
+        self.metrics.readiness_changed(self.readiness.reasons)
         self.reloader: Reloader | None = None
         self._file_watch: asyncio.Task[None] | None = None
         self.registrar: Registrar | None = None  # ENABLE_FLOWCTL: the control plane's client
@@ -313,6 +314,7 @@ class App:
 
     # -- readiness to gRPC health --
     def _readiness_changed(self) -> None:
+        self.metrics.readiness_changed(self.readiness.reasons)
         task = asyncio.ensure_future(self._publish_health())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
