@@ -338,3 +338,44 @@ async def test_draining_ends_v1_streams_with_unavailable():
         code, details = await _code(call.read())
         assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
         app.service.draining.clear()
+
+
+@needs_testdata
+async def test_large_objects_v1_frames_are_built_off_the_loop_once_for_every_caller(monkeypatch):
+    """Over INLINE_DECODE_BYTES the second copy of every ledger is made on the
+    decode threads, not the event loop; callers share one build, and one
+    caller going away does not cancel it for the others."""
+    import asyncio
+    import threading
+
+    from stellar_live_source.core import index
+    from stellar_live_source.lake import lake as lake_module
+    from stellar_live_source.lake.lake import INLINE_DECODE_BYTES, Lake
+
+    from .service_support import lake_settings, storage_for
+
+    builds: list[str] = []
+    real = index.v1_frames
+
+    def counted(frames: list[bytes], network: str) -> tuple[list[bytes], int]:
+        builds.append(threading.current_thread().name)
+        return real(frames, network)
+
+    monkeypatch.setattr(lake_module.index, "v1_frames", counted)
+    lake = await Lake.open(storage_for("FS", bucket=str(SHARED_LAKE)), lake_settings())
+    try:
+        obj = await lake.object(lake.file_start(FIRST))
+        assert obj is not None
+        big = LakeObject(obj.key, obj.start, obj.end, obj.frames, obj.first_prev, obj.last_hash, INLINE_DECODE_BYTES + 1)
+        leaving = asyncio.ensure_future(lake.v1_frames(big, TESTNET))
+        await asyncio.sleep(0)
+        staying = [asyncio.ensure_future(lake.v1_frames(big, TESTNET)) for _ in range(3)]
+        leaving.cancel()
+        got = await asyncio.gather(*staying)
+        assert all(g is got[0] for g in got) and len(got[0]) == obj.end - obj.start + 1
+        assert len(builds) == 1 and builds[0].startswith("decode"), builds  # one build, on a decode thread
+        assert [RawLedger.FromString(f).sequence for f in got[0][:2]] == [obj.start, obj.start + 1]
+        small = await lake.v1_frames(obj, TESTNET)  # the real object (small): built on the loop
+        assert builds[1] == threading.current_thread().name and small[0] == got[0][0]
+    finally:
+        await lake.close()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..core import decode, zstd
+from ..core import decode, index, zstd
 from ..core.keys import EXTENSIONS, Layout
 from ..errors import (
     BadData,
@@ -435,6 +435,42 @@ class Lake:
         if on_decode is not None and stages is not None:
             on_decode(stages)  # on the loop: observers need no locks of their own
         return obj
+
+    async def v1_frames(self, obj: LakeObject, network: str) -> list[bytes]:
+        """``obj``'s ``stellar.v1`` frames for ``network``, built once and
+        shared (counted by the cache): small objects on the event loop, larger
+        ones on the decode threads (a second copy of every ledger would hold
+        the loop as long as decoding would). ``prepare_v1`` starts the build
+        early."""
+        built = obj.v1.get(network)
+        if built is not None:
+            return built[0]
+        # Shielded: one caller going away does not cancel the build the others share.
+        return (await asyncio.shield(self.prepare_v1(obj, network)))[0]
+
+    def prepare_v1(self, obj: LakeObject, network: str) -> asyncio.Future[tuple[list[bytes], int]]:
+        """Start building ``obj``'s v1 frames unless they are built or being built."""
+        loop = asyncio.get_running_loop()
+        fut = obj.v1_building.get(network)
+        if fut is not None:
+            return fut
+        built = obj.v1.get(network)
+        if built is None and obj.nbytes <= INLINE_DECODE_BYTES:
+            self.cache.v1_frames(self.file_start(obj.start), obj, network)
+            built = obj.v1[network]
+        if built is not None:
+            fut = loop.create_future()
+            fut.set_result(built)
+            return fut
+        fut = obj.v1_building[network] = loop.run_in_executor(self._decoder, index.v1_frames, obj.frames, network)
+
+        def done(f: asyncio.Future[tuple[list[bytes], int]]) -> None:
+            obj.v1_building.pop(network, None)
+            if not f.cancelled() and f.exception() is None:
+                self.cache.add_v1(self.file_start(obj.start), obj, network, f.result())
+
+        fut.add_done_callback(done)
+        return fut
 
     def forget(self, file_start: int) -> None:
         """Drop what is known of an object, so that the next read fetches it

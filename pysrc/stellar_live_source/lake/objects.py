@@ -33,6 +33,8 @@ class LakeObject:
     stored: int = 0  # bytes in storage (compressed); 0: not known
     # stellar.v1 RawLedger frames by network passphrase, and their bytes: built on first need.
     v1: dict[str, tuple[list[bytes], int]] = field(default_factory=dict, repr=False)
+    # Their builds in progress off the event loop (Lake.v1_frames), shared by every caller.
+    v1_building: dict[str, asyncio.Future[tuple[list[bytes], int]]] = field(default_factory=dict, repr=False)
 
     @property
     def held(self) -> int:
@@ -139,12 +141,21 @@ class ObjectCache:
 
     def v1_frames(self, file_start: int, obj: LakeObject, network: str) -> list[bytes]:
         """The ``stellar.v1`` frames of ``obj`` (the object of ``file_start``),
-        built by the core the first time they are asked for and shared by every
-        v1 call after; while cached, the object counts for them too (an object
-        they push past the cap is dropped from the cache, its callers keep it)."""
+        built by the core here the first time they are asked for and shared
+        by every v1 call after (``Lake.v1_frames`` builds large ones off the
+        event loop and hands them to ``add_v1``)."""
         built = obj.v1.get(network)
         if built is None:
-            built = obj.v1[network] = index.v1_frames(obj.frames, network)
+            built = index.v1_frames(obj.frames, network)
+            self.add_v1(file_start, obj, network, built)
+        return built[0]
+
+    def add_v1(self, file_start: int, obj: LakeObject, network: str, built: tuple[list[bytes], int]) -> None:
+        """Keep ``obj``'s v1 frames for ``network`` with it; while cached, the
+        object counts for them too (an object they push past the cap is dropped
+        from the cache, its callers keep it)."""
+        if network not in obj.v1:
+            obj.v1[network] = built
             if self._items.get(file_start) is obj:
                 del self._items[file_start]
                 held = self._counted.pop(file_start) + built[1]
@@ -154,7 +165,6 @@ class ObjectCache:
                     self._items[file_start] = obj
                     self._counted[file_start] = held
                     self.bytes += held
-        return built[0]
 
     @property
     def inflight(self) -> int:

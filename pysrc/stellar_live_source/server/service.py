@@ -33,7 +33,7 @@ from ..errors import Draining, LiveSourceError, OutOfRange, TooManyStreams, Unav
 from ..lake.lake import Lake
 from ..ops.metrics import Metrics
 from .door import RETRY_AFTER, ByteBudget, client_name
-from .stream import FramesOf, StreamSettings, check_start, ledger_range, stream_frames
+from .stream import Shape, StreamSettings, check_start, ledger_range, stream_frames
 from .traced import request_attrs, traced
 
 log = logging.getLogger("stellar_live_source.server")
@@ -143,9 +143,9 @@ class RawLedgerService:
         await self.stream(context, request.start_ledger, request.end_ledger)
 
     async def stream(
-        self, context: grpc.aio.ServicerContext[Any, Any], start: int, end: int, frames_of: FramesOf = None
+        self, context: grpc.aio.ServicerContext[Any, Any], start: int, end: int, shape: Shape | None = None
     ) -> None:
-        """One stream of either service: ``frames_of`` picks the frames sent (see ``stream_frames``)."""
+        """One stream of either service (``shape``: see ``stream_frames``)."""
         try:
             lake = self._lake()
             self._check_slot()
@@ -160,7 +160,7 @@ class RawLedgerService:
         progress = every  # the count at which the next progress line is written
         try:
             await self._check_ahead(lake, start, end, most_ahead)
-            runs = stream_frames(lake, start, end, self.settings, self.draining, frames_of)
+            runs = stream_frames(lake, start, end, self.settings, self.draining, shape)
             loop = asyncio.get_running_loop()
             began = loop.time()
             async with contextlib.aclosing(runs):
@@ -207,9 +207,9 @@ class RawLedgerService:
         return await self.ledger_range(context, request.start_ledger, request.end_ledger)
 
     async def ledger_range(
-        self, context: grpc.aio.ServicerContext[Any, Any], start: int, end: int, frames_of: FramesOf = None
+        self, context: grpc.aio.ServicerContext[Any, Any], start: int, end: int, shape: Shape | None = None
     ) -> bytes:
-        """One range call of either service (``frames_of``: see ``stream_frames``)."""
+        """One range call of either service (``shape``: see ``stream_frames``)."""
         try:
             lake = self._lake()
             self._check_slot()
@@ -223,7 +223,7 @@ class RawLedgerService:
             if held:  # wait for room, up to the call's deadline
                 await asyncio.wait_for(budget.acquire(held), context.time_remaining())
                 _on_done(context, lambda: budget.release(held))  # held until sent, however it ends
-            out = await ledger_range(lake, start, end, self.settings, frames_of)
+            out = await ledger_range(lake, start, end, self.settings, shape)
         except TimeoutError:
             self.metrics.range_calls.labels("DEADLINE_EXCEEDED").inc()
             self.metrics.failed("DeadlineExceeded", "DEADLINE_EXCEEDED")

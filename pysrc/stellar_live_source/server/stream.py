@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ..errors import BadRequest, ChainBroken, Draining, LedgerMissing, OutOfRange
 from ..lake.lake import Lake
@@ -23,8 +23,18 @@ DRAINING = "the server is shutting down; resume from ledger {seq}"
 #: Every stream's read-ahead while it lives: the metrics sum what they hold at scrape.
 OPEN_READAHEADS: weakref.WeakSet[ReadAhead] = weakref.WeakSet()
 _T = TypeVar("_T")
-#: Which frames of an object a call sends (None: its RawLedger frames, ``LakeObject.frames``).
-FramesOf = Callable[[LakeObject], list[bytes]] | None
+
+
+class Shape(Protocol):
+    """Frames of another shape than an object's RawLedger ones (``LakeObject.frames``),
+    sent by a call of another service: the ``stellar.v1`` frames."""
+
+    def prepare(self, obj: LakeObject) -> None:
+        """Start building ``obj``'s frames (read-ahead has just landed it)."""
+
+    async def frames(self, obj: LakeObject) -> list[bytes]:
+        """``obj``'s frames, one per ledger, built if they are not yet."""
+        ...
 
 
 async def _unless_stopped(aw: Awaitable[_T], stop: asyncio.Event | None, seq: int) -> _T:
@@ -113,8 +123,16 @@ class ReadAhead:
     lake's known tip nor the stream's end; at most as many reads at once as
     the lake lets read-ahead run."""
 
-    def __init__(self, lake: Lake, first: int, s: StreamSettings, last: int | None = None):
+    def __init__(
+        self,
+        lake: Lake,
+        first: int,
+        s: StreamSettings,
+        last: int | None = None,
+        prepare: Callable[[LakeObject], None] | None = None,
+    ):
         self.lake = lake
+        self.prepare = prepare  # told of each object landed ahead (a Shape starts its frames)
         self.budget = s.readahead_bytes
         self.most = lake.slots.ahead_limit  # more reads at once would only queue for slots
         self.step = lake.layout.ledgers_per_file
@@ -147,6 +165,8 @@ class ReadAhead:
                 read.counted = landed
         if obj is not None:
             self._seen(obj)
+            if self.prepare is not None and read.ahead is not None:
+                self.prepare(obj)
         if read.ahead is not None:  # its slot is free: the next read need not wait for the stream to send
             self._fill(self.lake.newest_known)
         return obj
@@ -160,6 +180,8 @@ class ReadAhead:
         self.held += obj.nbytes
         self.next = max(self.next, file_start + self.step)
         self._seen(obj)
+        if self.prepare is not None:
+            self.prepare(obj)
 
     def _fill(self, newest: int | None) -> None:
         limit = newest if self.last is None or newest is None else min(newest, self.last)
@@ -243,16 +265,18 @@ async def stream_frames(
     end: int,
     s: StreamSettings,
     stop: asyncio.Event | None = None,
-    frames_of: FramesOf = None,
+    shape: Shape | None = None,
 ) -> AsyncGenerator[list[bytes], None]:
     """RawLedger frames from ``start`` to ``end`` inclusive (0: forever), in
     runs: the frames an object holds for the stream, handed over whole so that
     no generator step is spent per ledger. Setting ``stop`` (the server
-    draining) ends it with UNAVAILABLE before the next run. ``frames_of``
-    picks another shape of an object's frames (the ``stellar.v1`` ones)."""
+    draining) ends it with UNAVAILABLE before the next run. ``shape``: send
+    another shape of each object's frames (the ``stellar.v1`` ones)."""
     check_start(start, end)
     first = await check_in_range(lake, start)
-    ahead = ReadAhead(lake, lake.file_start(start), s, lake.file_start(end) if end else None)
+    ahead = ReadAhead(
+        lake, lake.file_start(start), s, lake.file_start(end) if end else None, shape.prepare if shape else None
+    )
     if first is not None:
         ahead.hand(lake.file_start(start), first)
     seq, prev_hash = start, None
@@ -267,7 +291,7 @@ async def stream_frames(
                     f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}",
                 )
             last = obj.end if not end else min(obj.end, end)
-            frames = obj.frames if frames_of is None else frames_of(obj)
+            frames = obj.frames if shape is None else await shape.frames(obj)
             yield (frames if (seq, last) == (obj.start, obj.end) else frames[seq - obj.start : last - obj.start + 1])
             prev_hash = obj.last_hash if last == obj.end else None
             seq = last + 1
@@ -294,10 +318,10 @@ def range_response(frames: list[bytes], latest: int) -> bytes:
     return b"".join(parts)
 
 
-async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings, frames_of: FramesOf = None) -> bytes:
+async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings, shape: Shape | None = None) -> bytes:
     """The ledgers of [start, end) the lake holds now, from ``start``, stopping
     at the first one missing, at ``range_max_ledgers``, or before passing
-    ``range_max_bytes`` (always at least one). Never waits. ``frames_of``: as
+    ``range_max_bytes`` (always at least one). Never waits. ``shape``: as
     for ``stream_frames``."""
     if not end or end <= start:
         raise BadRequest(f"end_ledger {end} must be above start_ledger {start} (it is exclusive)")
@@ -314,7 +338,7 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings, fram
             break
         if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
             raise ChainBroken(f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}")
-        held = obj.frames if frames_of is None else frames_of(obj)
+        held = obj.frames if shape is None else await shape.frames(obj)
         while seq <= obj.end and seq < end and len(frames) < s.range_max_ledgers:
             f = held[seq - obj.start]
             if frames and total + len(f) > s.range_max_bytes:

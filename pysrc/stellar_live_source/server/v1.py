@@ -6,7 +6,7 @@ and ``.ledger_range``: the same slots under ``MAX_CONCURRENT_STREAMS``, pace,
 draining and metrics) sending another shape of each object's frames: the
 ``stellar.v1`` RawLedger frames (the network's passphrase and the ledger's
 close time beside sequence and ledger), built by the core once per object
-(``ObjectCache.v1_frames``). ``GetInfo`` answers with the identity flowctl
+(``Lake.v1_frames``). ``GetInfo`` answers with the identity flowctl
 registration sends (``control.identity``), ``HealthCheck`` with the readiness
 rule as a ``flowctl.v1.HealthStatus``. The door and the call observer stand in
 front of every method, as for the other service.
@@ -75,6 +75,22 @@ def health_status(name: str) -> int:
     return int(api.POOL.FindEnumTypeByName("flowctl.v1.HealthStatus").values_by_name[f"HEALTH_STATUS_{name}"].number)
 
 
+class V1Frames:
+    """The ``stellar.v1`` shape of a lake's objects (``stream.Shape``): built
+    by the lake once per object and network, started as read-ahead lands
+    each object so that they are ready when the stream reaches it."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.network = lake.network
+
+    def prepare(self, obj: LakeObject) -> None:
+        self.lake.prepare_v1(obj, self.network)
+
+    async def frames(self, obj: LakeObject) -> list[bytes]:
+        return await self.lake.v1_frames(obj, self.network)
+
+
 class V1Service:
     def __init__(self, app: App) -> None:
         self.app = app
@@ -83,13 +99,8 @@ class V1Service:
     def service(self) -> Any:
         return self.app.service
 
-    def frames_of(self, lake: Lake) -> Any:
-        cache, network, file_start = lake.cache, lake.network, lake.file_start
-
-        def v1(obj: LakeObject) -> list[bytes]:
-            return cache.v1_frames(file_start(obj.start), obj, network)
-
-        return v1
+    def frames_of(self, lake: Lake) -> V1Frames:
+        return V1Frames(lake)
 
     async def _checked(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """The frames this call sends, once its request is known good."""
