@@ -56,8 +56,12 @@ def test_release_builds_wheels_sdist_and_sbom_and_publishes_by_trusted_publishin
 def test_image_workflow_pins_the_base_by_digest_and_passes_the_version():
     image = workflow("image.yml")
     build = next(s for s in steps(image, "image") if s.get("uses", "").startswith("docker/build-push-action@"))
-    args = build["with"]["build-args"]
-    assert "BASE_DIGEST=" in args and "VERSION=" in args
+    args = dict(line.strip().split("=", 1) for line in build["with"]["build-args"].splitlines() if line.strip())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    declared = set(re.findall(r"^ARG (\w+)", dockerfile, re.M))
+    assert {"PYTHON_TAG", "PYTHON_DIGEST", "VERSION"} <= args.keys() <= declared  # only ARGs the Dockerfile has
+    tag = re.search(r"^ARG PYTHON_TAG=(\S+)", dockerfile, re.M)
+    assert tag is not None and image["env"]["PYTHON_TAG"] == tag[1]  # the same base the Dockerfile pins
 
 
 def test_the_lock_pins_every_runtime_dependency_with_hashes():
