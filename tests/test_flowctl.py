@@ -103,11 +103,12 @@ async def test_v1_heartbeats_follow_streams_and_the_readiness_rule_then_unregist
             app.readiness.release(STORAGE)
             await until(lambda: cp.status_of(cp.heartbeats[-1]) == "HEALTHY", 5, "HEALTHY again")
             service_id = cp.heartbeats[-1].service_id
-            assert not cp.unregistrations
+            assert service_id not in {u.service_id for u in cp.unregistrations}  # the current one stays
         # running_app stopped the app: a last heartbeat STOPPING, then unregistered.
         assert cp.status_of(cp.heartbeats[-1]) == "STOPPING"
-        assert [u.service_id for u in cp.unregistrations] == [service_id]
-        assert service_id not in cp.known
+        assert cp.unregistrations[-1].service_id == service_id
+        # Every ID it was given is unregistered: re-registering under a new one left no stale entry.
+        assert {u.service_id for u in cp.unregistrations} == set(cp.issued) and not cp.known
 
 
 async def test_before_the_lake_is_open_it_registers_starting_then_again_with_the_lake():
@@ -123,6 +124,7 @@ async def test_before_the_lake_is_open_it_registers_starting_then_again_with_the
             assert cp.registrations[-1].component.metadata["network"] == TESTNET
             assert cp.status_of(cp.heartbeats[-1]) == "HEALTHY"
             assert cp.heartbeats[-1].service_id == f"cp-stellar-live-source-{len(cp.registrations)}"
+            assert [u.service_id for u in cp.unregistrations] == cp.issued[:-1]  # the STARTING entry is gone
         finally:
             await app.stop(1.0)
 

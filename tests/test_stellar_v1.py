@@ -366,7 +366,9 @@ async def test_large_objects_v1_frames_are_built_off_the_loop_once_for_every_cal
     try:
         obj = await lake.object(lake.file_start(FIRST))
         assert obj is not None
-        big = LakeObject(obj.key, obj.start, obj.end, obj.frames, obj.first_prev, obj.last_hash, INLINE_DECODE_BYTES + 1)
+        big = LakeObject(
+            obj.key, obj.start, obj.end, obj.frames, obj.first_prev, obj.last_hash, INLINE_DECODE_BYTES + 1
+        )
         leaving = asyncio.ensure_future(lake.v1_frames(big, TESTNET))
         await asyncio.sleep(0)
         staying = [asyncio.ensure_future(lake.v1_frames(big, TESTNET)) for _ in range(3)]

@@ -127,10 +127,13 @@ class Registrar:
 
     async def _farewell(self) -> None:
         await self._heartbeat()
-        if self.api == V1:
-            request = api.message("flowctl.v1.UnregisterRequest")(service_id=self.service_id)
-            await self._call("UnregisterComponent", request, empty_pb2.Empty)
-            log.info("flowctl: unregistered %s from %s", self.service_id, self.target)
+        if self.api == V1 and self.service_id is not None:
+            await self._unregister(self.service_id)
+
+    async def _unregister(self, service_id: str) -> None:
+        request = api.message("flowctl.v1.UnregisterRequest")(service_id=service_id)
+        await self._call("UnregisterComponent", request, empty_pb2.Empty)
+        log.info("flowctl: unregistered %s from %s", service_id, self.target)
 
     # -- the loop --
     async def _run(self) -> None:
@@ -199,8 +202,11 @@ class Registrar:
                 component_id=me.component_id,
             )
             answer = await self._call("Register", request, api.message("flowctl.RegistrationAck"))
-        again = self.service_id is not None
+        again, before = self.service_id is not None, self.service_id
         self.service_id = answer.service_id or me.service_id
+        if self.api == V1 and before and before != self.service_id:
+            # Registered anew under another ID (the identity changed): the old entry is not left behind.
+            await self._unregister(before)
         self.registered = me
         self.registrations += 1
         # Said once: not again while the control plane forgets each registration at once.

@@ -131,8 +131,10 @@ class V1Service:
         me = identity.identity(
             app.config, app.lake, bound.grpc_port if bound else 0, bound.health_port if bound else None, os.environ
         )
+        registrar = app.registrar
         info = ComponentInfo(
-            id=me.component_id or me.service_id,
+            # What flowctl registration sends, with the ID the control plane gave when it gave one.
+            id=registrar.service_id if registrar is not None and registrar.service_id else me.service_id,
             name=me.name,
             description=me.description,
             version=me.version,
