@@ -111,7 +111,8 @@ def test_v1_frames_are_built_once_and_counted_by_the_cache():
     assert cache.bytes == 20_000
     built = cache.v1_frames(64, one, TESTNET)
     extra = len(built[0])
-    assert extra > len(one.frames[0]) > 1_000 and cache.bytes == 20_000 + extra  # the v1 frames count too
+    assert one.frames is not None and extra > len(one.frames[0]) > 1_000
+    assert cache.bytes == 20_000 + extra  # the v1 frames count too
     assert cache.v1_frames(64, one, TESTNET) is built  # built once, shared
     assert cache.bytes == 20_000 + extra and one.held == 10_000 + extra
     cache.put(192, _object(192, 10_000))  # past the cap: the least recently used goes, not the one just used
@@ -122,7 +123,7 @@ def test_v1_frames_are_built_once_and_counted_by_the_cache():
     small = ObjectCache(10_000 + 10)
     big = _object(256, 10_000)
     small.put(256, big)
-    assert small.v1_frames(256, big, TESTNET)[0].startswith(big.frames[0])
+    assert big.frames is not None and small.v1_frames(256, big, TESTNET)[0].startswith(big.frames[0])
     assert small.peek(256) is None and small.bytes == 0
     small.put(256, big)  # never cached again at its full size
     assert small.bytes == 0
@@ -379,5 +380,224 @@ async def test_large_objects_v1_frames_are_built_off_the_loop_once_for_every_cal
         assert [RawLedger.FromString(f).sequence for f in got[0][:2]] == [obj.start, obj.start + 1]
         small = await lake.v1_frames(obj, TESTNET)  # the real object (small): built on the loop
         assert builds[1] == threading.current_thread().name and small[0] == got[0][0]
+    finally:
+        await lake.close()
+
+
+# -- one copy per ledger: objects decoded for a v1 call (issue 15's speed) --
+def _lake_objects() -> list[bytes]:
+    return [p.read_bytes() for p in sorted(SHARED_LAKE.rglob("*.zst*"))]
+
+
+@needs_testdata
+def test_frame_ledgers_builds_v1_frames_from_the_buffer_and_raw_frames_cut_back_out_on_both_twins(twins):
+    from stellar_live_source.core import walk, zstd
+
+    c, py = twins
+    objects = _lake_objects()
+    assert len(objects) == 5
+    for raw in objects:
+        data = zstd.decompress(raw, 1 << 30)
+        start, end, spans = walk.split_batch(data)
+        framed = c.index.frame_ledgers(data, spans, start, end)
+        for network in (TESTNET, PUBNET, "", "ünïcode network"):
+            v1 = c.index.frame_ledgers(data, spans, start, end, True, network)
+            assert v1 == py.index.frame_ledgers(data, spans, start, end, True, network)  # twins agree
+            # What v1_frames makes of the RawLedger frames, byte for byte, and the same chain facts.
+            assert (v1[0], v1[3]) == c.index.v1_frames(framed[0], network)
+            assert v1[1:3] == framed[1:3] and v1[4] == framed[4] and v1[3] > framed[3]
+            back = c.index.raw_frames(v1[0])
+            assert back == py.index.raw_frames(v1[0]) == (framed[0], framed[3])  # the decode's RawLedger frames
+        msg = RawLedger.FromString(v1[0][-1])
+        assert msg.sequence == end and msg.closed_at == close_time(msg.ledger_close_meta_xdr)
+
+
+def test_raw_frames_and_frame_ledgers_network_refuse_alike(twins):
+    c, py = twins
+    cases: list[Any] = [
+        [b""],
+        [b"\x08\x07"],  # no ledger
+        [b"\x08\x07\x12\x05abc"],  # a length past the end
+        [b"\x12\x02ab"],  # no sequence
+        [b"\x08\xff\xff\xff\xff\x7f\x12\x00"],  # a sequence over uint32
+        [b"\x08\x07\x12\x02ab\x1a\x01x", 5],
+        [b"\x08\x07\x12\x02ab", b"\x08\x07\x13\x00"],  # the second frame is not one
+    ]
+    for frames in cases:
+        expected = outcome(c.index.raw_frames, frames)
+        assert expected == outcome(py.index.raw_frames, frames), frames
+        assert expected[0] is not "ok", frames  # noqa: F632 - the outcome's tag
+    assert outcome(c.index.raw_frames, [b"\x08\x07\x12\x02ab\x1a\x01x \x05"])[1] == ([b"\x08\x07\x12\x02ab"], 6)
+    for network in (5, b"testnet"):
+        expected = outcome(c.index.frame_ledgers, b"", [], 1, 0, True, network)
+        assert expected == outcome(py.index.frame_ledgers, b"", [], 1, 0, True, network)
+        assert "network must be a str" in str(expected)
+
+
+def _v1_object(start: int, size: int) -> LakeObject:
+    """An object as a v1 call decodes it: v1 frames, no RawLedger frames (``size``: what they count for)."""
+    from stellar_live_source.core import frame, index
+
+    data = RAW_FILES[0].read_bytes()
+    obj = LakeObject(f"k{start}", start, start, None, b"", b"", 0)
+    obj.v1[TESTNET] = (index.v1_frames([frame.raw_ledger_frame(start, data, 0, len(data))], TESTNET)[0], size)
+    return obj
+
+
+@needs_testdata
+def test_raw_frames_of_a_v1_decoded_object_are_built_once_and_counted_by_the_cache():
+    one = _v1_object(64, 10_000)
+    cache = ObjectCache(31_000)
+    cache.put(64, one)
+    cache.put(128, _v1_object(128, 10_000))
+    assert cache.bytes == 20_000 and one.held == 10_000 and one.frames is None
+    built = cache.raw_frames(64, one)
+    extra = len(built[0])
+    assert one.nbytes == extra and cache.bytes == 20_000 + extra and one.held == 10_000 + extra
+    assert cache.raw_frames(64, one) is built  # built once, shared
+    assert cache.v1_frames(64, one, TESTNET) is one.v1[TESTNET][0]  # the v1 frames were there all along
+    assert cache.bytes == 20_000 + extra
+    assert one.v1[TESTNET][0][0].startswith(built[0]) and RawLedger.FromString(one.v1[TESTNET][0][0]).network
+    cache.put(192, _v1_object(192, 10_000))  # past the cap: the least recently used goes
+    assert cache.peek(128) is None and cache.peek(64) is one and cache.bytes == 20_000 + extra
+    cache.drop(64)
+    assert cache.bytes == 10_000
+    small = ObjectCache(10_000 + 10)  # RawLedger frames that push it past the cap: out of the cache
+    big = _v1_object(256, 10_000)
+    small.put(256, big)
+    assert small.bytes == 10_000
+    small.raw_frames(256, big)
+    assert small.peek(256) is None and small.bytes == 0 and big.frames is not None
+
+
+def _held_bytes(obj: LakeObject) -> int:
+    """Bytes of every frame list ``obj`` holds, counted from the frames themselves."""
+    return sum(len(f) for f in obj.frames or []) + sum(len(f) for frames, _ in obj.v1.values() for f in frames)
+
+
+def _check_cache(app: Any) -> list[LakeObject]:
+    cache = app.lake.cache
+    cached = list(cache._items.values())
+    assert cached and cache.bytes == sum(_held_bytes(o) for o in cached) == sum(o.held for o in cached)
+    return cached
+
+
+async def _raw_stream(ch: Any, start: int, end: int) -> list[bytes]:
+    call = ch.unary_stream(api.STREAM_METHOD)(
+        api.StreamLedgersRequest(start_ledger=start, end_ledger=end).SerializeToString(), timeout=20
+    )
+    return [f async for f in call]
+
+
+def _count_builds(monkeypatch: Any) -> dict[str, list[int]]:
+    """Calls of the core's builders of a second shape, by name: the first ledger of each object built."""
+    from stellar_live_source.core import index
+
+    calls: dict[str, list[int]] = {"v1_frames": [], "raw_frames": []}
+
+    def counting(name: str) -> Any:
+        real = getattr(index, name)
+
+        def counted(*args: Any) -> Any:
+            calls[name].append(api.RawLedger.FromString(args[0][0]).sequence)
+            return real(*args)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(index, name, counting(name))
+    return calls
+
+
+@needs_testdata
+@pytest.mark.parametrize("v1_first", [True, False], ids=["v1-then-raw", "raw-then-v1"])
+async def test_either_shape_first_then_the_other_is_byte_exact_with_one_copy_and_exact_cache_bytes(
+    v1_first: bool, monkeypatch: Any
+):
+    """A cold v1 stream decodes its objects straight into v1 frames: no
+    RawLedger frames exist until a raw call asks, then they are cut out once;
+    the other way round, v1 frames are built from the RawLedger ones. Both
+    orders byte-exact against INDEX, the cache counting every frame list."""
+    rows = index_by_seq()
+    calls = _count_builds(monkeypatch)
+    start, n = FIRST + 1, 126  # across the first two objects (64 per object), not the tip's
+    seqs = list(range(start, start + n))
+    async with running_app(env_for(SHARED_LAKE)) as (app, addr), _channel(addr) as ch:
+        assert app.lake is not None
+        tip = app.lake._tip  # read raw at start-up, to learn the newest ledger
+        assert tip is not None and tip.start > start + n
+        if v1_first:
+            got = await _stream(ch, start, n)
+            # One copy per ledger, the decode's: v1 frames built from RawLedger ones only for the tip.
+            assert set(calls["v1_frames"]) <= {tip.start} and calls["raw_frames"] == []
+            for file_start in (FIRST, FIRST + 64):
+                obj = app.lake.cache.peek(file_start)
+                assert obj is not None and obj.frames is None and obj.nbytes == 0 and list(obj.v1) == [TESTNET]
+            _check_cache(app)
+            raw = await _raw_stream(ch, start, start + n - 1)
+            assert calls["raw_frames"] == [FIRST, FIRST + 64]  # cut out once per object, on demand
+        else:
+            raw = await _raw_stream(ch, start, start + n - 1)
+            assert calls == {"v1_frames": [], "raw_frames": []}
+            got = await _stream(ch, start, n)
+            assert calls["v1_frames"][:2] == [FIRST, FIRST + 64] and calls["raw_frames"] == []
+        assert [m.sequence for m in got] == seqs
+        for m in got:
+            assert sha(m.ledger_close_meta_xdr) == rows[m.sequence]["sha256"]
+            assert m.network == TESTNET and m.closed_at == close_time(m.ledger_close_meta_xdr)
+        assert [api.RawLedger.FromString(f).sequence for f in raw] == seqs
+        for f, seq in zip(raw, seqs, strict=True):
+            assert sha(api.RawLedger.FromString(f).ledger_close_meta_xdr) == rows[seq]["sha256"]
+        # raw_ledger_service frames byte-identical to those of a raw decode, whichever came first.
+        assert raw == [
+            api.RawLedger(sequence=m.sequence, ledger_close_meta_xdr=m.ledger_close_meta_xdr).SerializeToString()
+            for m in got
+        ]
+        for file_start in (FIRST, FIRST + 64):
+            obj = app.lake.cache.peek(file_start)
+            assert obj is not None and obj.frames is not None and TESTNET in obj.v1
+            assert obj.held == obj.nbytes + obj.v1[TESTNET][1] == _held_bytes(obj)
+        _check_cache(app)
+
+
+@needs_testdata
+async def test_large_v1_decoded_objects_raw_frames_are_cut_out_off_the_loop_once_for_every_caller(monkeypatch):
+    import asyncio
+    import threading
+
+    from stellar_live_source.core import index
+    from stellar_live_source.lake.lake import INLINE_DECODE_BYTES, Lake
+
+    from .service_support import lake_settings, storage_for
+
+    builds: list[str] = []
+    real = index.raw_frames
+
+    def counted(frames: list[bytes]) -> tuple[list[bytes], int]:
+        builds.append(threading.current_thread().name)
+        return real(frames)
+
+    monkeypatch.setattr(index, "raw_frames", counted)
+    lake = await Lake.open(storage_for("FS", bucket=str(SHARED_LAKE)), lake_settings())
+    try:
+        raw_obj = await lake._fetch(lake.file_start(FIRST))
+        obj = await lake.object(lake.file_start(FIRST), network=TESTNET)  # a cold v1 fetch
+        assert raw_obj is not None and obj is not None and obj.frames is None and not builds
+        assert obj.v1[TESTNET][0] == index.v1_frames(raw_obj.frames, TESTNET)[0]
+        big = LakeObject(obj.key, obj.start, obj.end, None, obj.first_prev, obj.last_hash, 0)
+        big.v1[TESTNET] = (obj.v1[TESTNET][0], INLINE_DECODE_BYTES + 1)
+        leaving = asyncio.ensure_future(lake.raw_frames(big))
+        await asyncio.sleep(0)
+        staying = [asyncio.ensure_future(lake.raw_frames(big)) for _ in range(3)]
+        leaving.cancel()
+        got = await asyncio.gather(*staying)
+        assert all(g is got[0] for g in got) and got[0] == raw_obj.frames  # byte-identical to a raw decode
+        assert len(builds) == 1 and builds[0].startswith("decode"), builds  # one build, on a decode thread
+        assert big.frames is got[0] and big.nbytes == raw_obj.nbytes and big.raw_building is None
+        assert lake.prepare_raw(big) is None  # built: nothing to start
+        small = await lake.raw_frames(obj)  # the real object (small): cut out on the loop
+        assert builds[1] == threading.current_thread().name and small == raw_obj.frames
+        cached = lake.cache.peek(lake.file_start(FIRST))
+        assert cached is obj and lake.cache.bytes == obj.held == _held_bytes(obj)
     finally:
         await lake.close()

@@ -26,10 +26,16 @@ def outcome(walk, index, mode: int, fallback: bool, body: bytes):
         return ("error", str(exc))
 
 
+NETWORK = "Test SDF Network ; September 2015"
+
+
 def _framed(index, body: bytes, spans, start: int, end: int):
-    """frame_ledgers, or its error."""
+    """frame_ledgers (RawLedger frames, then the stellar.v1 ones and the RawLedger
+    frames cut back out of those), or its error."""
     try:
-        return index.frame_ledgers(body, spans, start, end)
+        raw = index.frame_ledgers(body, spans, start, end)
+        v1 = index.frame_ledgers(body, spans, start, end, True, NETWORK)
+        return raw, v1, index.raw_frames(v1[0])
     except XdrError as exc:
         return ("error", exc.reason, exc.offset, exc.type_name, exc.ledger)
     except CoreError as exc:

@@ -88,11 +88,84 @@ def index_ledgers(buf, spans, Py_ssize_t first=0):
     return out
 
 
-def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
+cdef enum:
+    _NOGIL_COPY = 1 << 16  # as _frame_c: a run this big is copied without the GIL
+
+
+cdef inline uint64_t _close_time(const uint8_t[::1] b, Located* at) noexcept:
+    """scpValue.closeTime of a located ledger: txSetHash (32), then closeTime;
+    the StellarValue walk passed, so it is inside the buffer."""
+    return (<uint64_t>rd32(&b[at.h + 68]) << 32) | rd32(&b[at.h + 72])
+
+
+cdef inline Py_ssize_t _varint_size(uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+cdef Py_ssize_t _put_varint(unsigned char* p, uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    while v >= 0x80:
+        p[n] = <unsigned char>(v | 0x80)
+        n += 1
+        v >>= 7
+    p[n] = <unsigned char>v
+    return n + 1
+
+
+cdef bytes _v1_frame(uint32_t sequence, const unsigned char* data, Py_ssize_t length, bytes net, uint64_t close):
+    """The stellar.v1 RawLedger frame of one ledger, as ``v1_frames`` makes of
+    ``frame_c(sequence, data, length)``: that frame, then ``network`` (3) and
+    ``closed_at`` (4), each omitted when empty or zero."""
+    cdef Py_ssize_t nlen = len(net), head = 0, size
+    cdef bytes out
+    cdef unsigned char* p
+    if sequence:
+        head += 1 + _varint_size(sequence)
+    if length:
+        head += 1 + _varint_size(<uint64_t>length)
+    size = head + length
+    if nlen:
+        size += 1 + _varint_size(<uint64_t>nlen) + nlen
+    if close:
+        size += 1 + _varint_size(close)
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = <unsigned char*>PyBytes_AS_STRING(out)
+    if sequence:
+        p[0] = 0x08
+        p += 1 + _put_varint(p + 1, sequence)
+    if length:
+        p[0] = 0x12
+        p += 1 + _put_varint(p + 1, <uint64_t>length)
+        if length >= _NOGIL_COPY:
+            with nogil:
+                prefault(p, length)
+                memcpy(p, data, length)
+        else:
+            memcpy(p, data, length)
+        p += length
+    if nlen:
+        p[0] = 0x1A
+        p += 1 + _put_varint(p + 1, <uint64_t>nlen)
+        memcpy(p, <const char*>net, nlen)
+        p += nlen
+    if close:
+        p[0] = 0x20
+        _put_varint(p + 1, close)
+    return out
+
+
+def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True, network=None):
     """The RawLedger frames of a batch's ledgers, checked one by one on the
     way: the batch bounds ``start``-``end`` number the spans; each ledger's
     sequence must be its number (XdrError) and, with ``verify``, its header
     must hash to its hash and name the previous ledger's (HashError).
+    With ``network`` (a str), the ``stellar.v1`` RawLedger frames instead,
+    as ``v1_frames`` would make of the RawLedger ones, the ledger copied
+    once, straight out of ``buf``.
 
     Returns ``(frames, first_prev, last_hash, nbytes, fallback)``: what a
     stream needs of an object, with no Python object per ledger but its frame.
@@ -103,6 +176,12 @@ def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
     cdef uint32_t seq
     cdef Located at
     cdef bytes own, frame, prev_hash = None, first_prev = None
+    cdef bytes net = None
+    cdef bint v1 = network is not None
+    if v1:
+        if not isinstance(network, str):
+            raise TypeError(f"network must be a str, got {network!r}")
+        net = (<str>network).encode()
     if end < start or <int64_t>end - <int64_t>start + 1 != count:
         raise XdrError(f"batch bounds {start}-{end} do not match its {count} ledgers", 0, "LedgerCloseMetaBatch")
     frames = []
@@ -125,15 +204,14 @@ def frame_ledgers(buf, spans, uint32_t start, uint32_t end, bint verify=True):
                     f"ledger {seq}: previousLedgerHash {(c + at.h + 4)[:32].hex()} is not the hash of ledger "
                     f"{seq - 1} ({prev_hash.hex()}) (at byte {off})")
         prev_hash = own
-        frame = frame_c(seq, <const unsigned char*>c + off, span[1])
+        if v1:
+            frame = _v1_frame(seq, <const unsigned char*>c + off, span[1], net, _close_time(b, &at))
+        else:
+            frame = frame_c(seq, <const unsigned char*>c + off, span[1])
         nbytes += len(frame)
         fallback += <bint>span[2]
         frames.append(frame)
     return frames, first_prev, prev_hash, nbytes, fallback
-
-
-cdef enum:
-    _NOGIL_COPY = 1 << 16  # as _frame_c: a run this big is copied without the GIL
 
 
 cdef Py_ssize_t _varint_at(const uint8_t[::1] b, Py_ssize_t pos, uint64_t* out):
@@ -149,16 +227,6 @@ cdef Py_ssize_t _varint_at(const uint8_t[::1] b, Py_ssize_t pos, uint64_t* out):
             return i
         shift += 7
     return -1
-
-
-cdef Py_ssize_t _put_varint(unsigned char* p, uint64_t v) noexcept nogil:
-    cdef Py_ssize_t n = 0
-    while v >= 0x80:
-        p[n] = <unsigned char>(v | 0x80)
-        n += 1
-        v >>= 7
-    p[n] = <unsigned char>v
-    return n + 1
 
 
 def v1_frames(frames, network):
@@ -199,8 +267,7 @@ def v1_frames(frames, network):
         if pos < 0:
             raise ValueError(f"frame {i} is not a RawLedger frame (a sequence, then the ledger to its end)")
         _locate(b, pos, n - pos, i, &at)
-        # scpValue: txSetHash (32), then closeTime; the StellarValue walk passed, so it is inside.
-        close = (<uint64_t>rd32(&b[at.h + 68]) << 32) | rd32(&b[at.h + 72])
+        close = _close_time(b, &at)
         extra = net_head + len(net)
         size = 0
         if close:
@@ -223,6 +290,50 @@ def v1_frames(frames, network):
         if size:
             memcpy(p, tail + net_head, size)
         nbytes += n + extra + size
+        result.append(out)
+        i += 1
+    return result, nbytes
+
+
+def raw_frames(frames):
+    """The RawLedger frames of an object's ``stellar.v1`` RawLedger frames:
+    the prefix of each (fields 1 and 2) that ``v1_frames`` appended to, cut
+    out, so that an object decoded for a v1 call serves raw calls too.
+    Returns ``(frames, nbytes)``."""
+    cdef const uint8_t[::1] b
+    cdef Py_ssize_t i = 0, pos, n, nbytes = 0
+    cdef uint64_t value
+    cdef bytes out
+    cdef unsigned char* p
+    cdef const uint8_t* src
+    result = []
+    for frame in frames:
+        b = frame
+        n = b.shape[0]
+        pos = -1
+        if n and b[0] == 0x08:
+            pos = _varint_at(b, 1, &value)
+            if pos >= 0 and value > 0xFFFFFFFF:
+                pos = -1
+        if pos >= 0 and pos < n and b[pos] == 0x12:
+            pos = _varint_at(b, pos + 1, &value)
+            if pos >= 0 and value > <uint64_t>(n - pos):
+                pos = -1
+        else:
+            pos = -1
+        if pos < 0:
+            raise ValueError(f"frame {i} is not a stellar.v1 RawLedger frame (a sequence, then the ledger, then the rest)")
+        pos += <Py_ssize_t>value
+        out = PyBytes_FromStringAndSize(NULL, pos)
+        p = <unsigned char*>PyBytes_AS_STRING(out)
+        src = &b[0]
+        if pos >= _NOGIL_COPY:
+            with nogil:
+                prefault(p, pos)
+                memcpy(p, src, pos)
+        else:
+            memcpy(p, src, pos)
+        nbytes += pos
         result.append(out)
         i += 1
     return result, nbytes

@@ -60,8 +60,23 @@ def index_ledgers(buf, spans, first: int = 0):
     return out
 
 
-def frame_ledgers(buf, spans, start: int, end: int, verify: bool = True):
+def _net_field(network) -> bytes:
+    """Field 3 of a stellar.v1 RawLedger (omitted when empty), checking ``network``."""
+    if not isinstance(network, str):
+        raise TypeError(f"network must be a str, got {network!r}")
+    net = network.encode()
+    return b"\x1a" + _varint(len(net)) + net if net else b""
+
+
+def _close_field(b, h: int) -> bytes:
+    """Field 4 of a stellar.v1 RawLedger (omitted when zero): scpValue's txSetHash (32), then closeTime."""
+    close = _u64(b, h + 68)[0]
+    return b"\x20" + _varint(close) if close else b""
+
+
+def frame_ledgers(buf, spans, start: int, end: int, verify: bool = True, network=None):
     b = memoryview(buf).cast("B")
+    net_field = None if network is None else _net_field(network)
     if end < start or end - start + 1 != len(spans):
         raise XdrError(f"batch bounds {start}-{end} do not match its {len(spans)} ledgers", 0, "LedgerCloseMetaBatch")
     frames, first_prev, prev_hash, nbytes, fallback = [], None, None, 0, 0
@@ -89,6 +104,8 @@ def frame_ledgers(buf, spans, start: int, end: int, verify: bool = True):
                 )
         prev_hash = own
         frame = raw_ledger_frame(seq, b, off, span[1])
+        if net_field is not None:
+            frame += net_field + _close_field(b, h)
         nbytes += len(frame)
         fallback += bool(span[2])
         frames.append(frame)
@@ -108,14 +125,19 @@ def _varint_at(b, pos: int) -> tuple[int, int]:
     return 0, -1
 
 
+def _frame_view(frame) -> memoryview:
+    """The bytes of one frame, refused as the compiled typed memoryview refuses them."""
+    try:
+        return memoryview(frame).cast("B")
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(frame).__name__}'") from None
+
+
 def v1_frames(frames, network):
-    if not isinstance(network, str):
-        raise TypeError(f"network must be a str, got {network!r}")
-    net = network.encode()
-    net_field = b"\x1a" + _varint(len(net)) + net if net else b""
+    net_field = _net_field(network)
     out, nbytes = [], 0
     for i, frame in enumerate(frames):
-        b = memoryview(frame).cast("B")
+        b = _frame_view(frame)
         n, pos = len(b), 0
         if n and b[0] == 0x08:
             value, pos = _varint_at(b, 1)
@@ -130,8 +152,32 @@ def v1_frames(frames, network):
         if pos < 0:
             raise ValueError(f"frame {i} is not a RawLedger frame (a sequence, then the ledger to its end)")
         h = _locate(b, pos, n - pos, i)[2]
-        close = _u64(b, h + 68)[0]  # scpValue: txSetHash (32), then closeTime
-        f = bytes(b) + net_field + (b"\x20" + _varint(close) if close else b"")
+        f = bytes(b) + net_field + _close_field(b, h)
+        nbytes += len(f)
+        out.append(f)
+    return out, nbytes
+
+
+def raw_frames(frames):
+    out, nbytes = [], 0
+    for i, frame in enumerate(frames):
+        b = _frame_view(frame)
+        n, pos, value = len(b), -1, 0
+        if n and b[0] == 0x08:
+            value, pos = _varint_at(b, 1)
+            if pos >= 0 and value > 0xFFFFFFFF:
+                pos = -1
+        if 0 <= pos < n and b[pos] == 0x12:
+            value, pos = _varint_at(b, pos + 1)
+            if pos >= 0 and value > n - pos:
+                pos = -1
+        else:
+            pos = -1
+        if pos < 0:
+            raise ValueError(
+                f"frame {i} is not a stellar.v1 RawLedger frame (a sequence, then the ledger, then the rest)"
+            )
+        f = bytes(b[: pos + value])
         nbytes += len(f)
         out.append(f)
     return out, nbytes

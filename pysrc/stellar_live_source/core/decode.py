@@ -137,7 +137,8 @@ def decode_object(
 
 
 class Framed(NamedTuple):
-    """A decoded object as streams need it: one RawLedger frame per ledger."""
+    """A decoded object as streams need it: one RawLedger frame per ledger
+    (``stellar.v1`` RawLedger frames for ``network`` when it is not None)."""
 
     start: int  # batch bounds
     end: int
@@ -146,6 +147,7 @@ class Framed(NamedTuple):
     last_hash: bytes  # hash of the last ledger
     nbytes: int  # of all frames
     fallback: int  # ledgers delimited by the hash-chain fallback
+    network: str | None = None  # the frames are stellar.v1 ones for this network
 
 
 def frame_object(
@@ -156,29 +158,31 @@ def frame_object(
     unknown_arms: str = "error",
     max_depth: int = walk.DEFAULT_MAX_DEPTH,
     stages: list[float] | None = None,
+    network: str | None = None,
 ) -> Framed:
     """``decode_object`` for serving: the same checks, ledger by ledger, and
     each ledger's RawLedger frame instead of a ``Ledger`` (no Python object
     per ledger but its frame). A batch without ledgers is an XdrError.
     ``stages``, if given, is appended the seconds of each stage: decompress,
-    split, frame."""
+    split, frame. ``network``: the ``stellar.v1`` RawLedger frames for that
+    network instead, built straight from the decompressed buffer."""
     if stages is None:
         data = zstd.decompress(raw, max_size)
         start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
-        frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify)
+        frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify, network)
     else:
         t0 = time.perf_counter()
         data = zstd.decompress(raw, max_size)
         t1 = time.perf_counter()
         start, end, spans = walk.split_batch(data, **_split_options(unknown_arms, max_depth))
         t2 = time.perf_counter()
-        frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify)
+        frames, first_prev, last_hash, nbytes, fallback = index.frame_ledgers(data, spans, start, end, verify, network)
         stages += (t1 - t0, t2 - t1, time.perf_counter() - t2)
     if fallback:
         for i, (offset, length, flagged) in enumerate(spans):
             if flagged:
                 _fallback(start + i, offset, length)
-    return Framed(start, end, frames, first_prev, last_hash, nbytes, fallback)
+    return Framed(start, end, frames, first_prev, last_hash, nbytes, fallback, network)
 
 
 def _records(data: bytes) -> list[tuple[int, int]]:

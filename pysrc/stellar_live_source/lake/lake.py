@@ -295,21 +295,32 @@ class Lake:
         return self.layout.object_key(seq)
 
     async def object(
-        self, file_start: int, ahead: bool = False, on_size: Callable[[int], None] | None = None
+        self,
+        file_start: int,
+        ahead: bool = False,
+        on_size: Callable[[int], None] | None = None,
+        network: str | None = None,
     ) -> LakeObject | None:
         """The decoded object holding ``file_start``'s ledgers, or None when the
         lake has no such object (under either extension). ``ahead``: a read
         ahead of what a stream needs now, which never takes the slots kept
         for needed reads. ``on_size`` is told the stored size of each read
-        this call starts, as soon as storage knows it."""
+        this call starts, as soon as storage knows it. ``network``: a
+        ``stellar.v1`` call's; a fetch this call starts decodes the object
+        into v1 frames for it (no RawLedger frames until a raw call needs
+        them), one copy of each ledger either way."""
         tip = self._tip
         if tip is not None and self.layout.file_start(tip.start) == file_start:
             # Read to learn the newest ledger; an object larger than the cache is not read again.
             return tip
-        return await self.cache.get(file_start, lambda: self._fetch(file_start, ahead, on_size))
+        return await self.cache.get(file_start, lambda: self._fetch(file_start, ahead, on_size, network))
 
     async def _fetch(
-        self, file_start: int, ahead: bool = False, on_size: Callable[[int], None] | None = None
+        self,
+        file_start: int,
+        ahead: bool = False,
+        on_size: Callable[[int], None] | None = None,
+        network: str | None = None,
     ) -> LakeObject | None:
         ext = self.layout.extension
         for e in (ext, *(x for x in EXTENSIONS if x != ext)):
@@ -323,7 +334,7 @@ class Lake:
             # traceback keeps its frames' locals alive, and a cached failure
             # or a retry would keep them for as long).
             try:
-                return await self._decode(key, raw)
+                return await self._decode(key, raw, network)
             except CoreError as exc:
                 first = str(exc)
             del raw
@@ -338,7 +349,7 @@ class Lake:
             if gone:
                 raise RetriesExhausted(f"object {key} disappeared while it was being read")
             try:
-                return await self._decode(key, raw)
+                return await self._decode(key, raw, network)
             except CoreError as exc:
                 second = str(exc)
             del raw
@@ -409,13 +420,13 @@ class Lake:
 
         return await retrying(f"looking for {key}", head, self.settings, self.breaker)
 
-    async def _decode(self, key: str, raw: bytes) -> LakeObject:
+    async def _decode(self, key: str, raw: bytes, network: str | None = None) -> LakeObject:
         if tracing.TRACER is None:
-            return await self._decode_now(key, raw)
+            return await self._decode_now(key, raw, network)
         with tracing.child("lake.decode", key, len(raw)):
-            return await self._decode_now(key, raw)
+            return await self._decode_now(key, raw, network)
 
-    async def _decode_now(self, key: str, raw: bytes) -> LakeObject:
+    async def _decode_now(self, key: str, raw: bytes, network: str | None = None) -> LakeObject:
         s = self.settings
 
         on_decode = self.on_decode
@@ -423,9 +434,20 @@ class Lake:
 
         def work() -> LakeObject:
             f = decode.frame_object(
-                raw, max_size=s.max_object_bytes, verify=s.verify, unknown_arms=s.unknown_arms, stages=stages
+                raw,
+                max_size=s.max_object_bytes,
+                verify=s.verify,
+                unknown_arms=s.unknown_arms,
+                stages=stages,
+                network=network,
             )
-            return LakeObject(key, f.start, f.end, f.frames, f.first_prev, f.last_hash, f.nbytes, f.fallback, len(raw))
+            if network is None:
+                return LakeObject(
+                    key, f.start, f.end, f.frames, f.first_prev, f.last_hash, f.nbytes, f.fallback, len(raw)
+                )
+            obj = LakeObject(key, f.start, f.end, None, f.first_prev, f.last_hash, 0, f.fallback, len(raw))
+            obj.v1[network] = (f.frames, f.nbytes)
+            return obj
 
         size = zstd.content_size(raw)  # garbage raises here as it would in decoding
         if size is not None and size <= INLINE_DECODE_BYTES:
@@ -455,19 +477,62 @@ class Lake:
         if fut is not None:
             return fut
         built = obj.v1.get(network)
-        if built is None and obj.nbytes <= INLINE_DECODE_BYTES:
+        if built is None and obj.held <= INLINE_DECODE_BYTES:
             self.cache.v1_frames(self.file_start(obj.start), obj, network)
             built = obj.v1[network]
         if built is not None:
             fut = loop.create_future()
             fut.set_result(built)
             return fut
-        fut = obj.v1_building[network] = loop.run_in_executor(self._decoder, index.v1_frames, obj.frames, network)
+        if obj.frames is not None:
+            fut = loop.run_in_executor(self._decoder, index.v1_frames, obj.frames, network)
+        else:  # decoded for another network: through RawLedger frames, not kept
+            source = obj.v1_source()
+            fut = loop.run_in_executor(self._decoder, lambda: index.v1_frames(index.raw_frames(source)[0], network))
+        obj.v1_building[network] = fut
 
         def done(f: asyncio.Future[tuple[list[bytes], int]]) -> None:
             obj.v1_building.pop(network, None)
             if not f.cancelled() and f.exception() is None:
                 self.cache.add_v1(self.file_start(obj.start), obj, network, f.result())
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def raw_frames(self, obj: LakeObject) -> list[bytes]:
+        """``obj``'s RawLedger frames: an object decoded for a v1 call has them
+        cut by the core out of its v1 frames once, the first time a raw call
+        needs them, and shared (counted by the cache); small objects on the
+        event loop, larger ones on the decode threads, as ``v1_frames``.
+        ``prepare_raw`` starts the build early."""
+        frames = obj.frames
+        if frames is not None:
+            return frames
+        # Shielded: one caller going away does not cancel the build the others share.
+        fut = self.prepare_raw(obj)
+        assert fut is not None
+        return (await asyncio.shield(fut))[0]
+
+    def prepare_raw(self, obj: LakeObject) -> asyncio.Future[tuple[list[bytes], int]] | None:
+        """Start building ``obj``'s RawLedger frames unless they are built
+        (None) or being built."""
+        if obj.frames is not None:
+            return None
+        fut = obj.raw_building
+        if fut is not None:
+            return fut
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if obj.held <= INLINE_DECODE_BYTES:
+            frames = self.cache.raw_frames(self.file_start(obj.start), obj)
+            fut.set_result((frames, obj.nbytes))
+            return fut
+        fut = obj.raw_building = loop.run_in_executor(self._decoder, index.raw_frames, obj.v1_source())
+
+        def done(f: asyncio.Future[tuple[list[bytes], int]]) -> None:
+            obj.raw_building = None
+            if not f.cancelled() and f.exception() is None:
+                self.cache.add_raw(self.file_start(obj.start), obj, f.result())
 
         fut.add_done_callback(done)
         return fut

@@ -1,11 +1,13 @@
 """Decoded datalake objects, and the byte-capped cache every stream shares.
 
-A decoded object keeps only what streams send: one finished ``RawLedger``
-frame per ledger (the ledger bytes copied once, out of the decompressed
-buffer, which is then dropped), plus the hashes that chain objects together.
-The ``stellar.v1`` frames of an object (the same ledgers with the network and
-close time) are built from those the first time a v1 call needs them
-(``ObjectCache.v1_frames``), kept with the object, and counted by the cache.
+A decoded object keeps only what streams send: one finished frame per
+ledger (the ledger bytes copied once, out of the decompressed buffer, which
+is then dropped), plus the hashes that chain objects together. The call that
+starts the fetch decides the shape decoded: ``RawLedger`` frames for a
+``raw_ledger_service`` call, ``stellar.v1`` frames (the same ledgers with the
+network and close time) for a v1 one. The other shape is built from those
+the first time a call needs it (``ObjectCache.v1_frames``,
+``ObjectCache.raw_frames``), kept with the object, and counted by the cache.
 """
 
 from __future__ import annotations
@@ -20,29 +22,41 @@ from ..core import index
 from ..ops import tracing
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class LakeObject:
     key: str
     start: int  # batch bounds: the first and last ledger the object holds
     end: int
-    frames: list[bytes]  # RawLedger wire bytes, one per ledger, start..end
+    # RawLedger wire bytes, one per ledger, start..end; None: not built (the
+    # object was decoded for a v1 call; Lake.raw_frames cuts them out of its v1 frames).
+    frames: list[bytes] | None
     first_prev: bytes  # previousLedgerHash of the first ledger
     last_hash: bytes  # hash of the last ledger
-    nbytes: int
+    nbytes: int  # of ``frames`` (0 while they are not built)
     fallback: int = 0  # ledgers delimited by the hash-chain fallback
     stored: int = 0  # bytes in storage (compressed); 0: not known
     # stellar.v1 RawLedger frames by network passphrase, and their bytes: built on first need.
     v1: dict[str, tuple[list[bytes], int]] = field(default_factory=dict, repr=False)
     # Their builds in progress off the event loop (Lake.v1_frames), shared by every caller.
     v1_building: dict[str, asyncio.Future[tuple[list[bytes], int]]] = field(default_factory=dict, repr=False)
+    # The build of ``frames`` in progress off the event loop (Lake.raw_frames), shared by every caller.
+    raw_building: asyncio.Future[tuple[list[bytes], int]] | None = field(default=None, repr=False)
 
     @property
     def held(self) -> int:
         """Bytes of every frame the object holds, v1 frames included."""
-        return self.nbytes + sum(n for _, n in self.v1.values())
+        held = self.nbytes
+        for _, n in self.v1.values():
+            held += n
+        return held
 
     def frame(self, seq: int) -> bytes:
+        assert self.frames is not None, "the RawLedger frames are not built"
         return self.frames[seq - self.start]
+
+    def v1_source(self) -> list[bytes]:
+        """Some v1 frames of the object, which its RawLedger frames are cut out of."""
+        return next(iter(self.v1.values()))[0]
 
     def holds(self, seq: int) -> bool:
         return self.start <= seq <= self.end
@@ -146,9 +160,20 @@ class ObjectCache:
         event loop and hands them to ``add_v1``)."""
         built = obj.v1.get(network)
         if built is None:
-            built = index.v1_frames(obj.frames, network)
+            frames = obj.frames if obj.frames is not None else self.raw_frames(file_start, obj)
+            built = index.v1_frames(frames, network)
             self.add_v1(file_start, obj, network, built)
         return built[0]
+
+    def raw_frames(self, file_start: int, obj: LakeObject) -> list[bytes]:
+        """The RawLedger frames of ``obj``, cut by the core out of its v1
+        frames here the first time they are asked for when the object was
+        decoded for a v1 call (``Lake.raw_frames`` builds large ones off the
+        event loop and hands them to ``add_raw``)."""
+        if obj.frames is None:
+            self.add_raw(file_start, obj, index.raw_frames(obj.v1_source()))
+        assert obj.frames is not None
+        return obj.frames
 
     def add_v1(self, file_start: int, obj: LakeObject, network: str, built: tuple[list[bytes], int]) -> None:
         """Keep ``obj``'s v1 frames for ``network`` with it; while cached, the
@@ -156,15 +181,26 @@ class ObjectCache:
         from the cache, its callers keep it)."""
         if network not in obj.v1:
             obj.v1[network] = built
-            if self._items.get(file_start) is obj:
-                del self._items[file_start]
-                held = self._counted.pop(file_start) + built[1]
-                self.bytes -= held - built[1]
-                if held <= self.cap:
-                    self._make_room(held)
-                    self._items[file_start] = obj
-                    self._counted[file_start] = held
-                    self.bytes += held
+            self._grew(file_start, obj, built[1])
+
+    def add_raw(self, file_start: int, obj: LakeObject, built: tuple[list[bytes], int]) -> None:
+        """Keep ``obj``'s RawLedger frames with it (decoded for a v1 call, it
+        had none), counted as ``add_v1`` counts v1 frames."""
+        if obj.frames is None:
+            obj.frames, obj.nbytes = built
+            self._grew(file_start, obj, built[1])
+
+    def _grew(self, file_start: int, obj: LakeObject, added: int) -> None:
+        """``obj`` holds ``added`` bytes more: while cached it counts for them too."""
+        if self._items.get(file_start) is obj:
+            del self._items[file_start]
+            held = self._counted.pop(file_start) + added
+            self.bytes -= held - added
+            if held <= self.cap:
+                self._make_room(held)
+                self._items[file_start] = obj
+                self._counted[file_start] = held
+                self.bytes += held
 
     @property
     def inflight(self) -> int:

@@ -29,6 +29,10 @@ class Shape(Protocol):
     """Frames of another shape than an object's RawLedger ones (``LakeObject.frames``),
     sent by a call of another service: the ``stellar.v1`` frames."""
 
+    #: The network whose frames these are: an object this shape's call fetches
+    #: is decoded straight into them (``Lake.object``).
+    network: str
+
     def prepare(self, obj: LakeObject) -> None:
         """Start building ``obj``'s frames (read-ahead has just landed it)."""
 
@@ -75,12 +79,12 @@ def check_start(start: int, end: int = 0, end_name: str = "end_ledger") -> None:
         raise BadRequest(f"{end_name} {end} is before start_ledger {start}")
 
 
-async def check_in_range(lake: Lake, start: int) -> LakeObject | None:
+async def check_in_range(lake: Lake, start: int, network: str | None = None) -> LakeObject | None:
     """OUT_OF_RANGE when ``start`` is below the lake's oldest ledger. The object
     that should hold ``start`` answers first, and is returned when it holds it:
     only when it does not is the oldest ledger looked up (a bisection of the
-    key space)."""
-    obj = await lake.object(lake.file_start(start))
+    key space). ``network``: as for ``Lake.object``."""
+    obj = await lake.object(lake.file_start(start), network=network)
     if obj is not None and obj.holds(start):
         return obj
     oldest = await lake.oldest()
@@ -129,10 +133,12 @@ class ReadAhead:
         first: int,
         s: StreamSettings,
         last: int | None = None,
-        prepare: Callable[[LakeObject], None] | None = None,
+        prepare: Callable[[LakeObject], object] | None = None,
+        network: str | None = None,
     ):
         self.lake = lake
         self.prepare = prepare  # told of each object landed ahead (a Shape starts its frames)
+        self.network = network  # the objects this stream fetches are decoded for it (Lake.object)
         self.budget = s.readahead_bytes
         self.most = lake.slots.ahead_limit  # more reads at once would only queue for slots
         self.step = lake.layout.ledgers_per_file
@@ -148,18 +154,19 @@ class ReadAhead:
         OPEN_READAHEADS.add(self)
 
     def _seen(self, obj: LakeObject) -> None:
-        if obj.nbytes > self.largest:
-            self.largest = obj.nbytes
-        if obj.stored and obj.nbytes > self.expand * obj.stored:
-            self.expand = obj.nbytes / obj.stored
+        held = obj.held
+        if held > self.largest:
+            self.largest = held
+        if obj.stored and held > self.expand * obj.stored:
+            self.expand = held / obj.stored
 
     async def _fetch(self, file_start: int, read: _Read, sized: bool) -> LakeObject | None:
         obj = None
         try:
-            obj = await self.lake.object(file_start, ahead=True, on_size=read if sized else None)
+            obj = await self.lake.object(file_start, ahead=True, on_size=read if sized else None, network=self.network)
         finally:
             self.reading -= 1
-            landed = 0 if obj is None else obj.nbytes
+            landed = 0 if obj is None else obj.held
             if read.ahead is not None:  # still waiting to be sent: it counts at what it holds
                 self.held += landed - read.counted
                 read.counted = landed
@@ -173,11 +180,12 @@ class ReadAhead:
 
     def hand(self, file_start: int, obj: LakeObject) -> None:
         """An object already read: an object larger than the cache is not read twice."""
-        read = _Read(self, obj.nbytes)
+        held = obj.held
+        read = _Read(self, held)
         read.task = asyncio.get_running_loop().create_future()
         read.task.set_result(obj)
         self.pending[file_start] = read
-        self.held += obj.nbytes
+        self.held += held
         self.next = max(self.next, file_start + self.step)
         self._seen(obj)
         if self.prepare is not None:
@@ -216,7 +224,7 @@ class ReadAhead:
         self._fill(await self.lake.newest())
         if read is not None:
             return await read.task
-        obj = await self.lake.object(file_start)
+        obj = await self.lake.object(file_start, network=self.network)
         if obj is not None:
             self._seen(obj)
         return obj
@@ -273,9 +281,15 @@ async def stream_frames(
     draining) ends it with UNAVAILABLE before the next run. ``shape``: send
     another shape of each object's frames (the ``stellar.v1`` ones)."""
     check_start(start, end)
-    first = await check_in_range(lake, start)
+    network = shape.network if shape is not None else None
+    first = await check_in_range(lake, start, network)
     ahead = ReadAhead(
-        lake, lake.file_start(start), s, lake.file_start(end) if end else None, shape.prepare if shape else None
+        lake,
+        lake.file_start(start),
+        s,
+        lake.file_start(end) if end else None,
+        shape.prepare if shape is not None else lake.prepare_raw,
+        network,
     )
     if first is not None:
         ahead.hand(lake.file_start(start), first)
@@ -291,7 +305,11 @@ async def stream_frames(
                     f"{obj.first_prev.hex()} is not ledger {seq - 1}'s hash {prev_hash.hex()}",
                 )
             last = obj.end if not end else min(obj.end, end)
-            frames = obj.frames if shape is None else await shape.frames(obj)
+            if shape is not None:
+                frames = await shape.frames(obj)
+            else:  # None: decoded for a v1 call, they are cut out once, then kept
+                raw = obj.frames
+                frames = raw if raw is not None else await lake.raw_frames(obj)
             yield (frames if (seq, last) == (obj.start, obj.end) else frames[seq - obj.start : last - obj.start + 1])
             prev_hash = obj.last_hash if last == obj.end else None
             seq = last + 1
@@ -329,16 +347,21 @@ async def ledger_range(lake: Lake, start: int, end: int, s: StreamSettings, shap
     newest = await lake.newest(refresh=True)
     if newest is None or start > newest:
         return range_response([], newest or 0)
-    first = await check_in_range(lake, start)
+    network = shape.network if shape is not None else None
+    first = await check_in_range(lake, start, network)
     frames: list[bytes] = []
     total, seq, prev_hash = 0, start, None
     while seq < end and len(frames) < s.range_max_ledgers:
-        obj = first if seq == start and first is not None else await lake.object(lake.file_start(seq))
+        obj = first if seq == start and first is not None else await lake.object(lake.file_start(seq), network=network)
         if obj is None or not obj.holds(seq):
             break
         if s.verify and prev_hash is not None and seq == obj.start and obj.first_prev != prev_hash:
             raise ChainBroken(f"ledger {seq} in {obj.key} does not chain to ledger {seq - 1}")
-        held = obj.frames if shape is None else await shape.frames(obj)
+        if shape is not None:
+            held = await shape.frames(obj)
+        else:  # None: decoded for a v1 call
+            raw = obj.frames
+            held = raw if raw is not None else await lake.raw_frames(obj)
         while seq <= obj.end and seq < end and len(frames) < s.range_max_ledgers:
             f = held[seq - obj.start]
             if frames and total + len(f) > s.range_max_bytes:

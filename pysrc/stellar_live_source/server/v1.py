@@ -5,7 +5,9 @@ Its streams and range calls are the other service's (``RawLedgerService.stream``
 and ``.ledger_range``: the same slots under ``MAX_CONCURRENT_STREAMS``, pace,
 draining and metrics) sending another shape of each object's frames: the
 ``stellar.v1`` RawLedger frames (the network's passphrase and the ledger's
-close time beside sequence and ledger), built by the core once per object
+close time beside sequence and ledger), built by the core once per object:
+straight from the decompressed buffer when a v1 call fetches the object
+(``Lake.object`` with the shape's network), else from its RawLedger frames
 (``Lake.v1_frames``). ``GetInfo`` answers with the identity flowctl
 registration sends (``control.identity``), ``HealthCheck`` with the readiness
 rule as a ``flowctl.v1.HealthStatus``. The door and the call observer stand in
