@@ -193,3 +193,27 @@ async def test_a_port_in_use_is_a_configuration_error_naming_the_setting():
             app = App(parts.build(load(env_for(SHARED_LAKE, **{setting: port}))))
             with pytest.raises(ConfigError, match=f"^{setting}={port}: cannot listen"):
                 await app.listen()
+
+
+async def test_stop_ends_a_background_task_that_swallowed_its_cancellation():
+    """Python 3.11's asyncio.wait_for can swallow a cancellation that lands as
+    what it awaits finishes: the task then runs on. ``cancelled`` cancels again
+    until the task has ended, so ``stop`` cannot wait for it forever."""
+    from stellar_live_source.server.app import cancelled
+
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed >= 3:
+                    raise
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0.02)
+    await asyncio.wait_for(cancelled(task), 10)
+    assert task.cancelled() and swallowed == 3

@@ -100,7 +100,11 @@ class Storage(abc.ABC):
         budget += _SLACK
         fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         try:
-            return await asyncio.wait_for(fut, budget)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+            # a cancellation that lands as the call finishes, and a cancelled
+            # caller (a stopping app's background task) would go on running.
+            async with asyncio.timeout(budget):
+                return await fut
         except ObjectNotFound:
             self.stats["not_found"] += 1
             raise

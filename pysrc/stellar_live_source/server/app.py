@@ -336,8 +336,7 @@ class App:
         await self.health.enter_graceful_shutdown()  # NOT_SERVING first: load balancers stop sending
         self.service.draining.set()
         if self._file_watch is not None:
-            self._file_watch.cancel()
-            await asyncio.gather(self._file_watch, return_exceptions=True)
+            await cancelled(self._file_watch)
         if self.server is not None:
             await self.server.stop(grace)
         for listener in reversed(self._listeners):
@@ -347,11 +346,9 @@ class App:
         if self.tls is not None:
             await self.tls.stop()
         if self._oldest_lookup is not None:
-            self._oldest_lookup.cancel()
-            await asyncio.gather(self._oldest_lookup, return_exceptions=True)
+            await cancelled(self._oldest_lookup)
         if self._tip_refresh is not None:
-            self._tip_refresh.cancel()
-            await asyncio.gather(self._tip_refresh, return_exceptions=True)
+            await cancelled(self._tip_refresh)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.lake is not None:
@@ -405,6 +402,18 @@ class App:
             "active_streams": self.service.active,
             "cache_bytes": lake.cache.bytes if lake else 0,
         }
+
+
+async def cancelled(task: asyncio.Task[Any] | asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again while it
+    runs on: a cancellation it swallowed (Python 3.11's ``asyncio.wait_for``
+    can, when what it waits for finishes at that moment) must not leave it
+    running, nor ``stop`` waiting for it forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled():
+        task.exception()  # retrieved: an error it ended with is not reported as never retrieved
 
 
 def ports(bound: Bound) -> dict[str, int | None]:

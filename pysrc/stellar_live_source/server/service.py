@@ -221,7 +221,8 @@ class RawLedgerService:
         self.ranges += 1
         try:
             if held:  # wait for room, up to the call's deadline
-                await asyncio.wait_for(budget.acquire(held), context.time_remaining())
+                async with asyncio.timeout(context.time_remaining()):
+                    await budget.acquire(held)
                 _on_done(context, lambda: budget.release(held))  # held until sent, however it ends
             out = await ledger_range(lake, start, end, self.settings, shape)
         except TimeoutError:
