@@ -73,3 +73,17 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes():
     blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", text.split("\n\n", 1)[-1])
     assert all("--hash=sha256:" in b for b in blocks if "==" in b)
     assert "file://" not in text and "--extra-index-url" not in text  # nothing of this machine
+
+
+def test_the_changelog_follows_keep_a_changelog():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert text.startswith("# Changelog\n") and "keepachangelog.com/en/1.1.0" in text
+    versions = re.findall(r"^## (.+)$", text, re.M)
+    assert versions and versions[0] == "[Unreleased]"
+    for v in versions[1:]:  # released versions: [X.Y.Z] - YYYY-MM-DD
+        assert re.fullmatch(r"\[\d+\.\d+\.\d+\] - \d{4}-\d{2}-\d{2}", v), v
+    kinds = re.findall(r"^### (.+)$", text, re.M)
+    assert set(kinds) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, kinds
+    for v in versions:  # each heading has its link reference
+        label = v.split(" - ")[0]
+        assert re.search(rf"^{re.escape(label)}: https://", text, re.M), label
