@@ -120,3 +120,28 @@ async def _drain(server: ObjectServer, stream) -> int:
     except grpc.aio.AioRpcError:
         pass
     return n
+
+
+async def test_many_streams_over_one_range_ride_one_set_of_reads(server, lake):
+    """30 streams backfilling the same range together: every object is fetched
+    once, and the streams behind take what the first one's reads bring (the
+    cache) instead of each joining every fetch ahead of it. Joining made each
+    stream's read-ahead cost grow with the number of streams until the event
+    loop did little else (30 streams: 30 joins per object, per stream ahead)."""
+    _, ledgers = lake
+    server.configure(delay=0.01)
+    streams = 30
+    async with running_app(env(server, MAX_CONCURRENT_STREAMS=str(streams))) as (app, addr):
+        assert app.lake is not None
+        cache = app.lake.cache
+        misses, shared = cache.misses, cache.shared
+
+        async def one() -> list[bytes]:
+            async with Client(addr) as client:
+                return [raw async for _, raw in client.stream(START, START + COUNT - 1, timeout=60)]
+
+        got = await asyncio.gather(*(one() for _ in range(streams)))
+        assert all(g == ledgers for g in got)  # every stream: every ledger, once, in order
+        fetched, joined = cache.misses - misses, cache.shared - shared
+        assert fetched <= COUNT + 1  # each object fetched once (the tip may be read again)
+        assert joined < COUNT, f"{joined} joins of {fetched} fetches by {streams} streams"

@@ -86,7 +86,25 @@ class ObjectCache:
         self._items: OrderedDict[int, LakeObject] = OrderedDict()
         self._counted: dict[int, int] = {}  # what each cached object counts for in ``bytes``
         self._inflight: dict[int, _Fill] = {}
+        self._claimed: dict[int, int] = {}  # reads ahead started, by object: how many
         self.hits = self.misses = self.shared = self.evictions = 0  # observers read these
+
+    def holds(self, file_start: int) -> bool:
+        """Whether the object is cached now (without counting as a use)."""
+        return file_start in self._items
+
+    def fetching(self, file_start: int) -> bool:
+        """Whether a fetch of the object is in flight now, or a read ahead has claimed it."""
+        return file_start in self._inflight or file_start in self._claimed
+
+    def claim(self, file_start: int) -> None:
+        """A read ahead of the object starts (its task has not asked yet): ``fetching`` says so at once."""
+        self._claimed[file_start] = self._claimed.get(file_start, 0) + 1
+
+    def unclaim(self, file_start: int) -> None:
+        n = self._claimed.pop(file_start, 0) - 1
+        if n > 0:
+            self._claimed[file_start] = n
 
     def peek(self, file_start: int) -> LakeObject | None:
         obj = self._items.get(file_start)

@@ -9,6 +9,7 @@ can end is an error of ``errors``, whose group tells the client what to do.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -17,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from ..errors import BadRequest, ChainBroken, Draining, LedgerMissing, OutOfRange
 from ..lake.lake import Lake
-from ..lake.objects import LakeObject
+from ..lake.objects import LakeObject, ObjectCache
 
 DRAINING = "the server is shutting down; resume from ledger {seq}"
 #: Every stream's read-ahead while it lives: the metrics sum what they hold at scrape.
@@ -96,6 +97,10 @@ async def check_in_range(lake: Lake, start: int, network: str | None = None) -> 
                 f"start_ledger {start} is below the oldest ledger in the lake; it holds {oldest}-{newest}",
             )
     return None
+
+
+def _unclaim(cache: ObjectCache, file_start: int, _task: object) -> None:
+    cache.unclaim(file_start)
 
 
 class _Read:
@@ -204,13 +209,27 @@ class ReadAhead:
         # A read starts only if it fits (or holds the stream's only bytes, so
         # that an object larger than the budget is still read), so that beside
         # the object being sent a stream holds at most its budget.
+        # Objects the cache holds are stepped over (the stream takes them from
+        # the cache when it gets there), and an object another stream is
+        # fetching ends the window: streams over the same range ride the
+        # first one's reads instead of each joining every fetch ahead of it
+        # (with many streams, that bookkeeping alone took the event loop).
+        cache = self.lake.cache
         while (
             self.next <= limit and self.reading < self.most and (not self.held or self.held + estimate <= self.budget)
         ):
+            if cache.holds(self.next):
+                self.next += self.step
+                continue
+            if cache.fetching(self.next):
+                break
             read = _Read(self, estimate)
             self.held += estimate
             self.reading += 1
+            cache.claim(self.next)
             read.task = asyncio.ensure_future(self._fetch(self.next, read, sized))
+            # Released however the read ends, a task cancelled before it ran included.
+            read.task.add_done_callback(functools.partial(_unclaim, cache, self.next))
             self.pending[self.next] = read
             self.next += self.step
 
