@@ -339,6 +339,11 @@ class App:
             await cancelled(self._file_watch)
         if self.server is not None:
             await self.server.stop(grace)
+            # Dropped now, on this loop, rather than left to the cyclic GC of a
+            # later moment (the app and its parts reference each other): a
+            # stopped grpc.aio server collected later, its loop gone, was seen
+            # to crash the process in the collector (pure-twin test runs).
+            self.server = None
         for listener in reversed(self._listeners):
             await listener.stop()
         self._listeners.clear()
