@@ -79,9 +79,11 @@ async def outage(app, server: ObjectServer, seen: dict) -> None:
     """Storage down until the breaker opened and readiness said so; then up."""
     server.configure(fail_rate=1.0)
     await until(lambda: app.lake.breaker.state == OPEN, 10, "the breaker to open")
+    # Read at once, before any await: by the time the probes below are answered
+    # (slower on the pure twins) the short reset timeout may have made it half-open.
+    seen["gauge"] = app.metrics.registry.get_sample_value("stellar_live_source_breaker_state", {"backend": "S3"})
     seen["ready"] = await probe(app, "/ready")
     seen["health"] = await probe(app, "/health")
-    seen["gauge"] = app.metrics.registry.get_sample_value("stellar_live_source_breaker_state", {"backend": "S3"})
     await asyncio.sleep(0.3)  # past the reset timeout: failed probes open it again
     server.configure(fail_rate=0.0)
     await until(lambda: app.lake.breaker.state == CLOSED, 10, "the breaker to close")
