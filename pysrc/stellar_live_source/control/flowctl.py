@@ -37,7 +37,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from .. import api
 from ..ops.config import Config
-from .identity import Identity, as_strings
+from .identity import Identity, as_strings, component_info
 
 log = logging.getLogger("stellar_live_source.flowctl")
 
@@ -173,19 +173,7 @@ class Registrar:
     async def _register(self) -> None:
         me = self.describe()
         if self.api == V1:
-            component = api.message("flowctl.v1.ComponentInfo")(
-                id=me.service_id,
-                name=me.name,
-                description=me.description,
-                version=me.version,
-                type=api.POOL.FindEnumTypeByName("flowctl.v1.ComponentType")
-                .values_by_name["COMPONENT_TYPE_SOURCE"]
-                .number,
-                input_event_types=[],
-                output_event_types=list(me.output_event_types),
-                endpoint=me.endpoint,
-                metadata=me.metadata,
-            )
+            component = component_info(me, me.service_id)
             request = api.message("flowctl.v1.RegisterRequest")(component=component, component_id=me.component_id)
             answer = await self._call("RegisterComponent", request, api.message("flowctl.v1.RegisterResponse"))
         else:

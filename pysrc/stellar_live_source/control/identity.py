@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import __version__
+from .. import __version__, api
 from ..core import BACKEND
 from ..ops.config import Config
 
@@ -66,6 +66,23 @@ def identity(
             "version": __version__,
             "core_backend": BACKEND,
         },
+    )
+
+
+def component_info(me: Identity, service_id: str) -> Any:
+    """``me`` as a ``flowctl.v1.ComponentInfo`` under ``service_id``: what
+    registration sends and GetInfo answers."""
+    source = api.POOL.FindEnumTypeByName("flowctl.v1.ComponentType").values_by_name["COMPONENT_TYPE_SOURCE"]
+    return api.message("flowctl.v1.ComponentInfo")(
+        id=service_id,
+        name=me.name,
+        description=me.description,
+        version=me.version,
+        type=source.number,
+        input_event_types=list(INPUT_EVENT_TYPES),
+        output_event_types=list(me.output_event_types),
+        endpoint=me.endpoint,
+        metadata=me.metadata,
     )
 
 

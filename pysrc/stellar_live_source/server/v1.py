@@ -45,12 +45,10 @@ RANGE_METHOD = f"{PREFIX}GetLedgerRange"
 #: The ``method`` label of this service's calls in the metrics: ``stellar.v1.<Method>``.
 METRICS_LABEL = "stellar.v1."
 
-ComponentInfo = api.message("flowctl.v1.ComponentInfo")
 HealthCheckRequest = api.message("flowctl.v1.HealthCheckRequest")
 HealthCheckResponse = api.message("flowctl.v1.HealthCheckResponse")
 StreamLedgersRequest = api.message("stellar.v1.StreamLedgersRequest")
 GetLedgerRangeRequest = api.message("stellar.v1.GetLedgerRangeRequest")
-COMPONENT_TYPE_SOURCE = 1
 
 
 def check_network(asked: str, served: str) -> None:
@@ -134,18 +132,9 @@ class V1Service:
             app.config, app.lake, bound.grpc_port if bound else 0, bound.health_port if bound else None, os.environ
         )
         registrar = app.registrar
-        info = ComponentInfo(
-            # What flowctl registration sends, with the ID the control plane gave when it gave one.
-            id=registrar.service_id if registrar is not None and registrar.service_id else me.service_id,
-            name=me.name,
-            description=me.description,
-            version=me.version,
-            type=COMPONENT_TYPE_SOURCE,
-            input_event_types=list(identity.INPUT_EVENT_TYPES),
-            output_event_types=list(me.output_event_types),
-            endpoint=me.endpoint,
-            metadata=me.metadata,
-        )
+        # What flowctl registration sends, with the ID the control plane gave when it gave one.
+        service_id = registrar.service_id if registrar is not None and registrar.service_id else me.service_id
+        info = identity.component_info(me, service_id)
         out: bytes = info.SerializeToString()
         return out
 
